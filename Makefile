@@ -1,0 +1,59 @@
+# tlstap — two commands do everything on a fresh Debian bookworm machine:
+#   sudo make run    build, then run the service in the foreground on built-in defaults
+#   sudo make test   build, then run every test (unit + end-to-end on the real kernel)
+
+SWIFT ?= swift
+RELEASE_FLAGS = -c release --static-swift-stdlib
+BIN = .build/release/tlstap
+VERSION ?= $(shell sed -n 's/^let tlstapVersion = "\(.*\)"/\1/p' Sources/TapCore/Version.swift)
+ARCH ?= $(shell dpkg --print-architecture)
+
+# Debian packages the build, the service and the tests need.
+DEB_BUILD = libbpf-dev libelf-dev zlib1g-dev libsystemd-dev libzstd-dev clang llvm bpftool pkg-config
+DEB_TEST  = tshark zstd tcpdump iproute2 iputils-ping curl nginx-light openssl python3 python3-pytest \
+            procps psmisc util-linux postgresql mariadb-server mariadb-client nodejs \
+            systemd-container debootstrap dpkg-dev fakeroot
+DEB_BENCH = wrk iperf3 hyperfine
+
+.PHONY: all build run test unit e2e deps deps-test deb bench clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_BUILD); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+deps-test: deps
+	@missing=$$(for p in $(DEB_TEST); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build $(RELEASE_FLAGS)
+
+run: build
+	$(BIN) run
+
+unit: deps-test
+	$(SWIFT) test
+
+e2e: deps-test build
+	TLSTAP_BIN=$(abspath $(BIN)) python3 -m pytest -v -x --durations=15 Tests/e2e
+
+test: unit e2e
+
+deb: build
+	packaging/build-deb.sh $(BIN) $(VERSION) $(ARCH)
+
+bench: deps-test build
+	@missing=$$(for p in $(DEB_BENCH); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)
+	bench/run-all.sh $(abspath $(BIN))
+
+clean:
+	rm -rf .build

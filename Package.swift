@@ -1,0 +1,77 @@
+// swift-tools-version: 6.1
+// The folders under Sources/ follow the path a packet and a key take:
+// Discover → Attach → RingBuffer → Reorder → PcapNG/Segments → Retention, with Daemon (config, notify,
+// journald, the pipeline) and the tlstap CLI on top. C libraries come in through pkg-config shims.
+import PackageDescription
+
+let package = Package(
+    name: "tlstap",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tlstap", targets: ["tlstap"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries, each through pkg-config; the shims hold only what Swift cannot express.
+        .systemLibrary(name: "CLibBPF", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev", "libelf-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+
+        // Shared vocabulary: packets, secrets, interfaces, clocks, units, the syscall gateway.
+        .target(name: "TapCore", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+
+        // 1. discover: network namespaces, interfaces (rtnetlink), cgroups, libssl targets.
+        .target(name: "Discover", dependencies: ["TapCore", "CLibBPF",
+            .product(name: "Logging", package: "swift-log")]),
+        // 2. attach: tc programs and uprobes, via libbpf; the BPF objects are compiled from bpf/ and embedded.
+        .target(name: "Attach", dependencies: ["TapCore", "CLibBPF",
+            .product(name: "Logging", package: "swift-log")],
+            plugins: ["EmbedBPF"]),
+        // 3. ring buffer: the libbpf consumer on its own thread.
+        .target(name: "RingBuffer", dependencies: ["TapCore", "CLibBPF", "Attach"]),
+        // 4. reorder: packets held back by kernel time so keys can be written first.
+        .target(name: "Reorder", dependencies: ["TapCore",
+            .product(name: "HeapModule", package: "swift-collections")]),
+        // 5. segment writer: PcapNG blocks, DSBs, zstd frames, rotation, crash repair.
+        .target(name: "PcapNG", dependencies: ["TapCore"]),
+        .target(name: "Segments", dependencies: ["TapCore", "PcapNG", "CZstd",
+            .product(name: "Logging", package: "swift-log")]),
+        // Secrets: TLS session table, HKDF derivation of what the library no longer holds, dedupe.
+        .target(name: "Secrets", dependencies: ["TapCore",
+            .product(name: "Crypto", package: "swift-crypto")]),
+        // 6. retention: oldest-first deletion by size and age.
+        .target(name: "Retention", dependencies: ["TapCore", "Segments",
+            .product(name: "Logging", package: "swift-log")]),
+        // The service shell: config, sd_notify, journald, the run pipeline.
+        .target(name: "Daemon", dependencies: [
+            "TapCore", "Discover", "Attach", "RingBuffer", "Reorder", "PcapNG", "Segments", "Retention", "Secrets", "CSystemd",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
+        .executableTarget(name: "tlstap", dependencies: [
+            "Daemon", "TapCore", "Segments", "PcapNG",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Build-time: compiles bpf/*.bpf.c with clang and embeds the objects as Swift source.
+        .executableTarget(name: "BPFEmbedTool"),
+        .plugin(name: "EmbedBPF", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),
+
+        .testTarget(name: "UnitTests", dependencies: [
+            "TapCore", "Discover", "Attach", "RingBuffer", "Reorder", "PcapNG", "Segments", "Retention", "Secrets", "Daemon",
+        ]),
+    ]
+)

@@ -1,0 +1,2 @@
+// Daemon: see ARCHITECTURE.md.
+enum DaemonModule {}

@@ -1,0 +1,2 @@
+// Discover: see ARCHITECTURE.md.
+enum DiscoverModule {}

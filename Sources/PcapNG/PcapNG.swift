@@ -1,0 +1,2 @@
+// PcapNG: see ARCHITECTURE.md.
+enum PcapNGModule {}

@@ -1,0 +1,2 @@
+// Reorder: see ARCHITECTURE.md.
+enum ReorderModule {}

@@ -1,0 +1,2 @@
+// Retention: see ARCHITECTURE.md.
+enum RetentionModule {}

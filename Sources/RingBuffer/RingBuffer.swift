@@ -1,0 +1,2 @@
+// RingBuffer: see ARCHITECTURE.md.
+enum RingBufferModule {}

@@ -1,0 +1,2 @@
+// Secrets: see ARCHITECTURE.md.
+enum SecretsModule {}

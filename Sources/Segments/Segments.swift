@@ -1,0 +1,2 @@
+// Segments: see ARCHITECTURE.md.
+enum SegmentsModule {}

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: GPL-2.0
+/* tc clsact classifier for every interface: copies up to cfg_snaplen bytes of each packet with its
+ * kernel time, namespace and direction into the `events` ring buffer, counts in `drops` what did
+ * not fit, and always returns TC_ACT_UNSPEC so the packet goes on exactly as it would without us.
+ * Loaded and attached by Sources/Attach/CaptureLoader.swift. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "capture.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile __u32 cfg_snaplen = 262144;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 20); /* the loader resizes this before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct capture_iface);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
+{
+	struct capture_iface key = {
+		.netns_cookie = bpf_get_netns_cookie(skb),
+		.ifindex = skb->ifindex,
+		.direction = direction,
+	};
+	__u64 one = 1, *count = bpf_map_lookup_elem(&drops, &key);
+	if (count)
+		*count += 1; /* per-CPU value: no atomics needed */
+	else
+		bpf_map_update_elem(&drops, &key, &one, BPF_NOEXIST);
+}
+
+/* The verifier needs a constant reservation size, so records come in power-of-two buckets; the
+ * unused tail of a bucket is ring space only, the record says how much of it is packet. */
+#define TRY_BUCKET(size)                                                             \
+	if (cap_len <= (size)) {                                                       \
+		struct capture_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + (size), 0); \
+		if (!e)                                                                    \
+			goto dropped;                                                          \
+		e->ts_ns = ts;                                                             \
+		e->netns_cookie = bpf_get_netns_cookie(skb);                               \
+		e->ifindex = skb->ifindex;                                                 \
+		e->orig_len = skb->len;                                                    \
+		e->direction = direction;                                                  \
+		__u32 n = cap_len;                                                         \
+		if (n > (size))                                                            \
+			n = (size);                                                            \
+		if (n == 0 || bpf_skb_load_bytes(skb, 0, (void *)(e + 1), n) < 0)          \
+			n = 0;                                                                 \
+		e->cap_len = n;                                                            \
+		bpf_ringbuf_submit(e, 0);                                                  \
+		return TC_ACT_UNSPEC;                                                      \
+	}
+
+static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
+{
+	__u64 ts = bpf_ktime_get_ns();
+	__u32 cap_len = skb->len < cfg_snaplen ? skb->len : cfg_snaplen;
+
+	TRY_BUCKET(128)
+	TRY_BUCKET(512)
+	TRY_BUCKET(2048)
+	TRY_BUCKET(8192)
+	TRY_BUCKET(32768)
+	TRY_BUCKET(65536)
+	TRY_BUCKET(262144)
+dropped:
+	count_drop(skb, direction);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int tlstap_ingress(struct __sk_buff *skb)
+{
+	return capture(skb, CAPTURE_INBOUND);
+}
+
+SEC("tc")
+int tlstap_egress(struct __sk_buff *skb)
+{
+	return capture(skb, CAPTURE_OUTBOUND);
+}
