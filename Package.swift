@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "Discover", dependencies: ["TapCore", "CLibBPF",
             .product(name: "Logging", package: "swift-log")]),
         // 2. attach: tc programs and uprobes, via libbpf; the BPF objects are compiled from bpf/ and embedded.
-        .target(name: "Attach", dependencies: ["TapCore", "CLibBPF",
+        .target(name: "Attach", dependencies: ["TapCore", "Discover", "CLibBPF",
             .product(name: "Logging", package: "swift-log")],
             plugins: ["EmbedBPF"]),
         // 3. ring buffer: the libbpf consumer on its own thread.
@@ -70,8 +70,13 @@ let package = Package(
         .executableTarget(name: "BPFEmbedTool"),
         .plugin(name: "EmbedBPF", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),
 
-        .testTarget(name: "UnitTests", dependencies: [
-            "TapCore", "Discover", "Attach", "RingBuffer", "Reorder", "PcapNG", "Segments", "Retention", "Secrets", "Daemon",
-        ]),
+        // Unit tests, one target per stage so a stage builds and tests on its own.
+        .testTarget(name: "TapCoreTests", dependencies: ["TapCore"]),
+        .testTarget(name: "PcapNGTests", dependencies: ["PcapNG", "TapCore"]),
+        .testTarget(name: "SegmentsTests", dependencies: ["Segments", "PcapNG", "Retention", "TapCore"]),
+        .testTarget(name: "ReorderTests", dependencies: ["Reorder", "TapCore"]),
+        .testTarget(name: "SecretsTests", dependencies: ["Secrets", "TapCore"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Discover", "Attach", "RingBuffer", "TapCore"]),
+        .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TapCore"]),
     ]
 )

@@ -1,2 +1,0 @@
-// Discover: see ARCHITECTURE.md.
-enum DiscoverModule {}
