@@ -1,0 +1,99 @@
+"""Runs the real `tlstap run` as a child process with a NOTIFY_SOCKET the test owns, so a test knows
+exactly when the daemon says READY=1 and what it reports, and can stop it the way systemd would."""
+import glob
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tlstap-notify-")
+        self.path = os.path.join(self.dir, "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []  # (monotonic time, {key: value})
+
+    def receive(self, timeout: float):
+        """Collects datagrams for up to `timeout` seconds; returns the new ones."""
+        new = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return new
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return new
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            entry = (time.monotonic(), fields)
+            self.messages.append(entry)
+            new.append(entry)
+
+    def wait_for(self, key: str, value: str = None, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        for _, fields in self.messages:
+            if key in fields and (value is None or fields[key] == value):
+                return fields
+        while time.monotonic() < deadline:
+            for _, fields in self.receive(min(0.2, deadline - time.monotonic())):
+                if key in fields and (value is None or fields[key] == value):
+                    return fields
+        raise AssertionError(f"no {key}={value or '*'} within {timeout}s; got {[m for _, m in self.messages]}")
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+        os.rmdir(self.dir)
+
+
+class Daemon:
+    """`tlstap run ARGS…` with its own notify socket; stderr goes to a file the test can read."""
+
+    def __init__(self, binary: str, segment_dir: str, *args: str, env=None):
+        self.segment_dir = str(segment_dir)
+        self.notify = NotifySocket()
+        self.log_path = os.path.join(self.notify.dir, "stderr.log")
+        environment = dict(os.environ)
+        environment.pop("JOURNAL_STREAM", None)
+        environment["NOTIFY_SOCKET"] = self.notify.path
+        environment.update(env or {})
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            [binary, "run", "--segment-dir", self.segment_dir, *args],
+            stdout=self.log, stderr=subprocess.STDOUT, env=environment)
+
+    def wait_ready(self, timeout: float = 60.0):
+        try:
+            return self.notify.wait_for("READY", "1", timeout)
+        except AssertionError:
+            raise AssertionError(f"tlstap never became ready (exit {self.process.poll()}):\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.log.close()
+
+    def finished_segments(self):
+        return sorted(glob.glob(os.path.join(self.segment_dir, "*.pcapng.zst")))
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.notify.close()
