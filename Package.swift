@@ -58,12 +58,14 @@ let package = Package(
             "TapCore", "Discover", "Attach", "RingBuffer", "Reorder", "PcapNG", "Segments", "Retention", "Secrets", "CSystemd",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         .executableTarget(name: "tlstap", dependencies: [
             "Daemon", "TapCore", "Segments", "PcapNG",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
         // Build-time: compiles bpf/*.bpf.c with clang and embeds the objects as Swift source.

@@ -1,0 +1,92 @@
+import Attach
+import Discover
+import Logging
+import TapCore
+
+/// Turns discovery events into tc attachments: the only place that decides what gets attached.
+///
+/// Runs on discovery's thread (its handler is synchronous): a namespace is registered before any of
+/// its interfaces; an interface is registered before its programs are attached and unregistered
+/// after they are detached, so the pipeline can always resolve what the kernel delivers.
+/// Per-interface failures are logged, counted and skipped — one vanished interface must not stop
+/// the capture of the others.
+final class Attacher: @unchecked Sendable {
+    private let table: TCAttachmentTable
+    private let registry: InterfaceRegistry
+    private let logger: Logger
+    private let lock = PThreadMutexCondition()
+    private var config: TapConfig
+    private var namespaces: [UInt64: NetnsInfo] = [:]
+    private(set) var failures: UInt64 = 0
+
+    init(table: TCAttachmentTable, registry: InterfaceRegistry, config: TapConfig, logger: Logger) {
+        self.table = table
+        self.registry = registry
+        self.config = config
+        self.logger = logger
+    }
+
+    func handle(_ event: DiscoveryEvent) {
+        switch event {
+        case .namespaceAdded(let netns):
+            lock.locked { namespaces[netns.inode] = netns }
+            registry.addNamespace(netns)
+            logger.info("watching network namespace", metadata: [
+                "netns": "\(netns.inode)", "origin": "\(netns.origin)"])
+        case .namespaceRemoved(let inode):
+            table.detachNamespace(inode: inode)
+            registry.removeNamespace(inode: inode)
+            lock.locked { namespaces[inode] = nil }
+            logger.info("network namespace gone", metadata: ["netns": "\(inode)"])
+        case .interfaceAdded(let info, let netns):
+            attach(info, in: netns)
+        case .interfaceRemoved(let key):
+            detach(key, reason: "interface removed")
+        }
+    }
+
+    private func attach(_ info: InterfaceInfo, in netns: NetnsInfo) {
+        let wanted = lock.locked { config.captures(info) }
+        guard wanted else {
+            logger.debug("interface excluded by configuration", metadata: metadata(info))
+            return
+        }
+        registry.addInterface(info)
+        do {
+            try table.attach(netnsPath: netns.path, key: info.key, ifname: info.name)
+            logger.info("attached", metadata: metadata(info))
+        } catch {
+            registry.removeInterface(info.key)
+            lock.locked { failures += 1 }
+            logger.warning("cannot attach: \(error)", metadata: metadata(info))
+        }
+    }
+
+    private func detach(_ key: InterfaceKey, reason: String) {
+        do {
+            try table.detach(key)
+        } catch {
+            logger.warning("cannot detach: \(error)", metadata: ["netns": "\(key.netnsInode)", "ifindex": "\(key.ifindex)"])
+        }
+        registry.removeInterface(key)
+        logger.info("detached: \(reason)", metadata: ["netns": "\(key.netnsInode)", "ifindex": "\(key.ifindex)"])
+    }
+
+    /// Applies new interface filters on reload: attaches what is now wanted, detaches what is not.
+    func apply(_ newConfig: TapConfig, current interfaces: [InterfaceInfo]) {
+        lock.locked { config = newConfig }
+        for info in interfaces {
+            let wanted = newConfig.captures(info)
+            let attached = table.isAttached(info.key)
+            if wanted && !attached, let netns = lock.locked({ namespaces[info.key.netnsInode] }) {
+                attach(info, in: netns)
+            } else if !wanted && attached {
+                detach(info.key, reason: "excluded by configuration")
+            }
+        }
+    }
+
+    private func metadata(_ info: InterfaceInfo) -> Logger.Metadata {
+        ["interface": "\(info.qualifiedName)", "netns": "\(info.key.netnsInode)"]
+    }
+}

@@ -1,0 +1,209 @@
+import Attach
+import Logging
+import Reorder
+import RingBuffer
+import Segments
+import TapCore
+
+/// The one thread that moves packets and keys from the kernel to disk:
+///
+///     ring_buffer__poll ─┬─ capture record → resolve interface → count → ReorderBuffer (held `window`)
+///                        └─ key record     → SessionTable → SegmentWriter (a DSB, at once)
+///     then: release packets older than now − window → SegmentWriter → advance(watermark)
+///
+/// Keys skip the reorder buffer on purpose: a TLS 1.3 client learns its handshake secrets a round
+/// trip after the ServerHello it needs them for, so the packets wait and the keys do not.
+/// This thread owns the ring consumer, the reorder buffer, the segment writer and the counters; other
+/// threads talk to it only through `PipelineMailbox`. It also pings the watchdog, so a stuck pipeline
+/// trips it.
+final class Pipeline: @unchecked Sendable {
+    struct Settings {
+        var reorderWindowNs: UInt64
+        var reorderMaxBytes: Int
+        var watchdogIntervalNs: UInt64?
+        var statusPath: String?
+    }
+
+    private let ring: RingBufferConsumer
+    private let writer: SegmentWriter
+    private let registry: InterfaceRegistry
+    private let capture: CaptureProgram
+    private let keys: (any KeySource)?
+    private let mailbox: PipelineMailbox
+    private let hooks: PipelineHooks
+    private let logger: Logger
+    private var settings: Settings
+    private var reorder: ReorderBuffer<CapturedPacket>
+    private var clock = MonotonicToWall()
+    /// Shared with the segment writer's counter callback, which runs on this same thread.
+    private let statsBox: PipelineStatsBox
+    private var stats: PipelineStats {
+        get { statsBox.value }
+        _modify { yield &statsBox.value }
+    }
+    /// (cookie, ifindex) → interface, refreshed when the registry's generation moves.
+    private var resolved: [CaptureInterfaceID: InterfaceKey] = [:]
+    private var resolvedGeneration: UInt64 = .max
+    private var lateCounted: [InterfaceKey: UInt64] = [:]
+
+    init(ring: RingBufferConsumer, writer: SegmentWriter, registry: InterfaceRegistry, capture: CaptureProgram,
+         keys: (any KeySource)?, stats: PipelineStatsBox, mailbox: PipelineMailbox, hooks: PipelineHooks,
+         settings: Settings, logger: Logger) throws {
+        self.statsBox = stats
+        self.ring = ring
+        self.writer = writer
+        self.registry = registry
+        self.capture = capture
+        self.keys = keys
+        self.mailbox = mailbox
+        self.hooks = hooks
+        self.settings = settings
+        self.logger = logger
+        reorder = ReorderBuffer(windowNs: settings.reorderWindowNs, maxBytes: settings.reorderMaxBytes)
+        try ring.add(mapFD: capture.eventsMapFD, name: "capture events") { [unowned self] raw in
+            self.receivePacket(raw)
+        }
+        if let keys {
+            try ring.add(mapFD: keys.eventsMapFD, name: "tls key events") { [unowned self] raw in
+                self.receiveKey(raw)
+            }
+        }
+    }
+
+    /// Runs until the mailbox says stop; then writes out everything held and closes the segment.
+    func run() {
+        var nextHousekeeping: UInt64 = 0
+        var nextWatchdog: UInt64 = 0
+        while true {
+            let message = mailbox.take()
+            if case .some(.reconfigure(let changes)) = message { apply(changes) }
+            if case .some(.stop) = message { break }
+            do {
+                _ = try ring.poll(timeoutMs: 50)
+            } catch {
+                logger.error("ring buffer poll failed: \(error)")
+            }
+            let now = MonotonicToWall.wallNowNs()
+            release(upTo: now)
+            let monotonic = MonotonicToWall.monotonicNowNs()
+            if let interval = settings.watchdogIntervalNs, monotonic >= nextWatchdog {
+                hooks.watchdog()
+                nextWatchdog = monotonic + interval
+            }
+            if monotonic >= nextHousekeeping {
+                housekeeping(nowWallNs: now)
+                nextHousekeeping = monotonic + 1_000_000_000
+            }
+        }
+        drain()
+    }
+
+    // MARK: per record (hot path)
+
+    private func receivePacket(_ raw: UnsafeRawBufferPointer) {
+        guard let record = CaptureEventDecoder.decode(raw) else {
+            stats.malformedRecords += 1
+            return
+        }
+        guard let key = interfaceKey(for: record.interface) else {
+            stats.unknownInterfaceRecords += 1
+            return
+        }
+        let packet = record.packet(interface: key, clock: clock)
+        stats.counters[key, default: InterfaceCounters()].received += 1
+        stats.packets += 1
+        stats.bytes += UInt64(packet.originalLength)
+        reorder.push(packet)
+    }
+
+    private func receiveKey(_ raw: UnsafeRawBufferPointer) {
+        guard let keys else { return }
+        let lines = keys.accept(raw, clock: clock)
+        guard !lines.isEmpty else { return }
+        stats.keys += UInt64(lines.count)
+        writer.write(secrets: lines)
+    }
+
+    private func interfaceKey(for id: CaptureInterfaceID) -> InterfaceKey? {
+        let generation = registry.currentGeneration()
+        if generation != resolvedGeneration {
+            resolved.removeAll(keepingCapacity: true)
+            resolvedGeneration = generation
+        }
+        if let key = resolved[id] { return key }
+        guard let info = registry.resolve(cookie: id.netnsCookie, ifindex: id.ifindex) else { return nil }
+        writer.register(info)
+        resolved[id] = info.key
+        return info.key
+    }
+
+    // MARK: release and housekeeping
+
+    private func release(upTo nowWallNs: UInt64) {
+        while let packet = reorder.popReady(nowNs: nowWallNs) {
+            writer.write(packet)
+        }
+        let watermark = nowWallNs >= settings.reorderWindowNs ? nowWallNs - settings.reorderWindowNs : 0
+        writer.advance(watermarkWallNs: watermark)
+    }
+
+    private func housekeeping(nowWallNs: UInt64) {
+        clock.refresh()
+        do {
+            for (id, count) in try capture.readDrops() {
+                guard let key = interfaceKey(for: CaptureInterfaceID(netnsCookie: id.netnsCookie, ifindex: id.ifindex)) else { continue }
+                stats.counters[key, default: InterfaceCounters()].droppedByRing = count
+            }
+        } catch {
+            logger.warning("cannot read ring drop counters: \(error)")
+        }
+        for (key, late) in reorder.lateDrops where lateCounted[key] != late {
+            stats.counters[key, default: InterfaceCounters()].droppedByTapper += late - (lateCounted[key] ?? 0)
+            lateCounted[key] = late
+        }
+        stats.drops = stats.counters.values.reduce(0) { $0 + $1.droppedByRing + $1.droppedByTapper }
+        keys?.expire(nowWallNs: nowWallNs)
+        hooks.housekeeping(stats, writer.currentSegmentPath)
+    }
+
+    private func apply(_ changes: PipelineChanges) {
+        if let window = changes.reorderWindowNs, window != settings.reorderWindowNs {
+            settings.reorderWindowNs = window
+            var replacement = ReorderBuffer<CapturedPacket>(windowNs: window, maxBytes: settings.reorderMaxBytes)
+            while let packet = reorder.popOldest() { replacement.push(packet) }
+            reorder = replacement
+            lateCounted.removeAll()
+        }
+        if let rotation = changes.rotation { writer.reconfigure(rotateEveryNs: rotation.rotateEveryNs, flushEveryNs: rotation.flushEveryNs) }
+    }
+
+    /// On stop: nothing more comes from the kernel, so everything held is due now.
+    private func drain() {
+        _ = try? ring.consume()
+        while let packet = reorder.popOldest() { writer.write(packet) }
+        housekeeping(nowWallNs: MonotonicToWall.wallNowNs())
+        writer.close()
+    }
+}
+
+/// Counters the pipeline keeps; copied out for status and ISBs.
+struct PipelineStats: Sendable {
+    var counters: [InterfaceKey: InterfaceCounters] = [:]
+    var packets: UInt64 = 0
+    var bytes: UInt64 = 0
+    var drops: UInt64 = 0
+    var keys: UInt64 = 0
+    var malformedRecords: UInt64 = 0
+    var unknownInterfaceRecords: UInt64 = 0
+}
+
+/// The pipeline's counters, in a box the segment writer's ISB callback reads (same thread).
+final class PipelineStatsBox: @unchecked Sendable {
+    var value = PipelineStats()
+}
+
+/// What the service shell gives the pipeline to call on its thread.
+struct PipelineHooks {
+    var watchdog: () -> Void
+    var housekeeping: (PipelineStats, String?) -> Void
+}

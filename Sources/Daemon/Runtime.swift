@@ -1,0 +1,125 @@
+import Attach
+import Discover
+import Logging
+import Retention
+import RingBuffer
+import Segments
+import TapCore
+
+/// Everything `tlstap run` starts, in start order, and the one place that stops it in reverse:
+///
+///     segment dir (repair) → capture program → writer → pipeline thread → discovery (attaches the
+///     initial inventory synchronously) → TLS targets → READY
+///     stop: discovery → TLS uprobes → tc filters → pipeline drains + closes the segment → program
+///
+/// Ownership: the runtime owns the capture program (bpf_object), the tc attachment table, the
+/// netns thread, discovery (its fds and thread), the key source (uprobe links) and the pipeline
+/// thread; the pipeline thread owns the ring consumer and the segment writer.
+public final class DaemonRuntime: @unchecked Sendable {
+    private let logger: Logger
+    private var config: TapConfig
+    private let capture: CaptureProgram
+    private let netnsThread: NetnsThread
+    private let table: TCAttachmentTable
+    private let registry = InterfaceRegistry()
+    private let attacher: Attacher
+    private let discovery: Discovery
+    private let keys: (any KeySource)?
+    private let mailbox = PipelineMailbox()
+    private let pipelineThread: DedicatedThread
+    private let statusBoard: StatusBoard
+    private let retention: Retention
+    private var state = State.running
+
+    enum State { case running, stopped }
+
+    public init(config: TapConfig, notifier: ServiceNotifier, logger: Logger) throws {
+        self.logger = logger
+        self.config = config
+        let startedNs = MonotonicToWall.wallNowNs()
+
+        try SegmentDirectory.create(config.segmentDirectory)
+        for repaired in try SegmentRepair.repairAll(in: config.segmentDirectory, logger: logger) {
+            logger.notice("repaired torn segment", metadata: ["segment": "\(repaired)"])
+        }
+
+        capture = try CaptureProgram(configuration: .init(
+            snaplen: config.snaplen, ringBytes: UInt32(config.ringBufferSizeBytes)))
+        netnsThread = try NetnsThread(name: "tc-attach")
+        table = TCAttachmentTable(program: capture, netnsThread: netnsThread, logger: logger)
+        attacher = Attacher(table: table, registry: registry, config: config, logger: logger)
+        keys = nil
+        retention = Retention(directory: config.segmentDirectory, maxTotalBytes: config.maxTotalSizeBytes,
+                              maxAgeNs: config.maxAge.nanoseconds, logger: logger)
+        statusBoard = StatusBoard(config: config, startedNs: startedNs, registry: registry, notifier: notifier)
+
+        let stats = PipelineStatsBox()
+        let writer = try SegmentWriter(
+            directory: config.segmentDirectory, rotateEveryNs: config.rotateEvery.nanoseconds,
+            flushEveryNs: config.flushEvery.nanoseconds, zstdLevel: config.zstdLevel,
+            liveSecrets: keys, counters: { stats.value.counters }, logger: logger)
+        let ring = RingBufferConsumer()
+        let pipeline = try Pipeline(
+            ring: ring, writer: writer, registry: registry, capture: capture, keys: keys, stats: stats, mailbox: mailbox,
+            hooks: PipelineHooks(
+                watchdog: { notifier.watchdog() },
+                housekeeping: { [statusBoard, retention, keys] snapshot, segment in
+                    retention.enforce(nowWallNs: MonotonicToWall.wallNowNs(), keeping: segment)
+                    statusBoard.publish(snapshot, segment: segment, sessions: keys?.liveSessionCount ?? 0)
+                }),
+            settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20,
+                            watchdogIntervalNs: notifier.watchdogInterval?.nanoseconds,
+                            statusPath: nil),
+            logger: logger)
+        pipelineThread = try DedicatedThread(name: "tlstap-pipeline") {
+            pipeline.run()
+            ring.close()
+        }
+        let attacher = self.attacher
+        discovery = Discovery(logger: logger) { event in attacher.handle(event) }
+        do {
+            try discovery.start()
+        } catch {
+            mailbox.send(.stop)
+            pipelineThread.join()
+            table.detachAll()
+            capture.close()
+            netnsThread.shutdown()
+            throw error
+        }
+        state = .running
+    }
+
+    /// One human line for systemd's STATUS=.
+    public var statusLine: String { statusBoard.line }
+
+    public func reload(_ newConfig: TapConfig) {
+        let old = config
+        config = newConfig
+        for change in newConfig.changes(from: old) {
+            logger.notice("config changed: \(change.key.rawValue) \(change.old) → \(change.new)")
+        }
+        attacher.apply(newConfig, current: discovery.snapshot().interfaces)
+        mailbox.send(.reconfigure(PipelineChanges(
+            reorderWindowNs: newConfig.reorderWindow.nanoseconds,
+            rotation: (newConfig.rotateEvery.nanoseconds, newConfig.flushEvery.nanoseconds))))
+        retention.update(maxTotalBytes: newConfig.maxTotalSizeBytes, maxAgeNs: newConfig.maxAge.nanoseconds)
+        for key in [ConfigKey.segmentDir, .snaplen, .ringBufferSize] where newConfig.changes(from: old).contains(where: { $0.key == key }) {
+            logger.warning("\(key.rawValue) changes only on restart")
+        }
+    }
+
+    /// Detaches everything, writes out what is held, finishes the segment. Call once.
+    public func stop() {
+        guard state == .running else { return }
+        state = .stopped
+        discovery.stop()
+        table.detachAll()
+        mailbox.send(.stop)
+        pipelineThread.join()
+        capture.close()
+        netnsThread.shutdown()
+        statusBoard.remove()
+    }
+}
+

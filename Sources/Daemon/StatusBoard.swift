@@ -1,0 +1,78 @@
+import Glibc
+import TapCore
+
+/// Publishes what the daemon is doing: the STATUS= line for systemd and /run/tlstap/status.json for
+/// `tlstap status`. Called from the pipeline's housekeeping, once a second.
+final class StatusBoard: @unchecked Sendable {
+    /// systemd sets RUNTIME_DIRECTORY for `RuntimeDirectory=tlstap`; outside it, /run/tlstap.
+    static var runtimeDirectory: String {
+        ProcessInfoLite.environment("RUNTIME_DIRECTORY") ?? "/run/tlstap"
+    }
+    static var statusPath: String { runtimeDirectory + "/status.json" }
+
+    private let config: TapConfig
+    private let startedNs: UInt64
+    private let registry: InterfaceRegistry
+    private let notifier: ServiceNotifier
+    private let lock = PThreadMutexCondition()
+    private var lastLine = "starting"
+    var libraries: () -> [DaemonStatus.Library] = { [] }
+
+    init(config: TapConfig, startedNs: UInt64, registry: InterfaceRegistry, notifier: ServiceNotifier) {
+        self.config = config
+        self.startedNs = startedNs
+        self.registry = registry
+        self.notifier = notifier
+        mkdir(Self.runtimeDirectory, 0o755)
+    }
+
+    var line: String { lock.locked { lastLine } }
+
+    func publish(_ stats: PipelineStats, segment: String?, sessions: Int) {
+        let (namespaces, interfaces) = registry.snapshot()
+        let libraries = libraries()
+        let attachedLibraries = libraries.filter { $0.state == "attached" }.count
+        let segmentName = segment.map { String($0.split(separator: "/").last ?? "") } ?? "none"
+        let line = "\(interfaces.count) interfaces in \(namespaces.count) namespaces, \(attachedLibraries) libssl targets, "
+            + "\(sessions) TLS sessions, \(stats.packets) packets, \(stats.drops) dropped, segment \(segmentName)"
+        let changed = lock.locked { () -> Bool in
+            defer { lastLine = line }
+            return lastLine != line
+        }
+        if changed { notifier.status(line) }
+
+        let status = DaemonStatus(
+            pid: getpid(), version: TLSTap.version, startedAt: rfc3339(wallNs: startedNs),
+            updatedAt: rfc3339(wallNs: MonotonicToWall.wallNowNs()), segmentDirectory: config.segmentDirectory,
+            currentSegment: segment,
+            namespaces: namespaces.map { netns in
+                DaemonStatus.Namespace(inode: netns.inode, origin: netns.origin, interfaces: interfaces
+                    .filter { $0.key.netnsInode == netns.inode }
+                    .map { info in
+                        let counters = stats.counters[info.key] ?? InterfaceCounters()
+                        return DaemonStatus.Interface(name: info.qualifiedName, description: info.description,
+                                                      received: counters.received, droppedByRing: counters.droppedByRing,
+                                                      droppedByTapper: counters.droppedByTapper)
+                    })
+            },
+            libraries: libraries, packets: stats.packets, bytes: stats.bytes, drops: stats.drops,
+            sessions: sessions, keys: stats.keys, lateKeys: 0)
+        do {
+            try status.write(to: Self.statusPath)
+        } catch {
+            // Status is a convenience; capture goes on without it.
+        }
+    }
+
+    func remove() {
+        unlink(Self.statusPath)
+    }
+}
+
+/// getenv without Foundation's ProcessInfo.
+enum ProcessInfoLite {
+    static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}
