@@ -4,11 +4,8 @@ import TapCore
 /// Publishes what the daemon is doing: the STATUS= line for systemd and /run/tlstap/status.json for
 /// `tlstap status`. Called from the pipeline's housekeeping, once a second.
 final class StatusBoard: @unchecked Sendable {
-    /// systemd sets RUNTIME_DIRECTORY for `RuntimeDirectory=tlstap`; outside it, /run/tlstap.
-    static var runtimeDirectory: String {
-        ProcessInfoLite.environment("RUNTIME_DIRECTORY") ?? "/run/tlstap"
-    }
-    static var statusPath: String { runtimeDirectory + "/status.json" }
+    static var runtimeDirectory: String { ProcessInfoLite.environment("RUNTIME_DIRECTORY") ?? "/run/tlstap" }
+    static var statusPath: String { DaemonStatus.defaultPath(environment: ProcessInfoLite.environment("RUNTIME_DIRECTORY")) }
 
     private let config: TapConfig
     private let startedNs: UInt64

@@ -38,7 +38,10 @@ public struct DaemonStatus: Codable, Sendable {
     public var keys: UInt64
     public var lateKeys: UInt64
 
-    public static let defaultPath = "/run/tlstap/status.json"
+    /// systemd sets RUNTIME_DIRECTORY for `RuntimeDirectory=tlstap`; elsewhere /run/tlstap.
+    public static func defaultPath(environment runtimeDirectory: String?) -> String {
+        (runtimeDirectory ?? "/run/tlstap") + "/status.json"
+    }
 
     public func write(to path: String) throws {
         let encoder = JSONEncoder()
