@@ -13,6 +13,8 @@
 #include <linux/cn_proc.h>
 #include <linux/connector.h>
 #include <sys/inotify.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>

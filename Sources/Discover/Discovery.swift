@@ -1,0 +1,191 @@
+import Glibc
+import Logging
+import TapCore
+
+/// Live inventory of every network namespace and every interface in each.
+///
+/// How it learns about changes (no polling as the main mechanism):
+/// - the proc connector (fork/exec/exit of every process): a process that enters a new namespace is
+///   seen at fork (`clone(CLONE_NEWNET)`) or at exec (`unshare -n cmd`, `ip netns exec`, runc);
+///   the exit of a namespace's last known process triggers a removal check;
+/// - `/proc/self/mountinfo` polled with `EPOLLPRI` (the kernel signals every mount table change):
+///   nsfs bind mounts appearing and disappearing (`ip netns add/del`, Docker, CNI), whatever
+///   directory they live in — this replaces inotify on /run/netns, which cannot see a bind mount;
+/// - one rtnetlink socket per namespace (RTM_NEWLINK/RTM_DELLINK), opened inside it;
+/// - a full rescan every `rescanInterval`, only as a backstop for what the streams cannot say
+///   (a process that `setns` without exec, proc connector overflow).
+///
+/// Lifetime policy: discovery holds one nsfs fd and one netlink socket per namespace, and both keep
+/// the namespace alive. It therefore holds them only while something *outside* tlstap refers to the
+/// namespace: a process inside it or an nsfs mount in our mount table. When the last of those goes
+/// (exit event, unmount, or rescan), it reports the interfaces and the namespace removed and closes
+/// both, so the kernel can destroy it. A namespace kept alive only by another program's open fd or
+/// socket, or only by a thread (not a process) inside it, is not seen.
+///
+/// Events go to `handler`, on the caller's thread during `start()` (the initial inventory, complete
+/// when `start()` returns) and on the discovery thread afterwards. `NetnsInfo.path` is valid from
+/// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
+/// (attach/detach) synchronously and quickly, since it delays the events behind it.
+public final class Discovery: @unchecked Sendable {
+    public typealias Handler = @Sendable (DiscoveryEvent) -> Void
+
+    enum State { case idle, running, stopped }
+
+    let logger: Logger
+    let rescanInterval: Duration
+    let handler: Handler
+    /// The inode of the host namespace (pid 1's); it is never reported removed.
+    let hostInode: UInt64
+
+    // Owned resources, created in `start()`, released in `stop()`.
+    var netnsThread: NetnsThread?
+    var loop: EventLoop?
+    var procConnector: ProcConnector?
+    var mountinfo: OwnedFD?
+    private var thread: pthread_t?
+
+    /// Discovery state; touched only by the thread running `start()` and then by the discovery thread.
+    var namespaces: [UInt64: WatchedNamespace] = [:]
+    var pidNamespace: [Int32: UInt64] = [:]
+    var mountedInodes: [UInt64: [String]] = [:]
+
+    private let lock = PThreadMutexCondition()
+    private var state = State.idle
+    private var stopRequested = false
+    private var published: (namespaces: [UInt64: NetnsInfo], interfaces: [InterfaceKey: InterfaceInfo]) = ([:], [:])
+
+    static let procToken: UInt64 = 1
+    static let mountToken: UInt64 = 2
+
+    public init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
+        self.logger = logger
+        self.rescanInterval = rescanInterval
+        self.handler = handler
+        hostInode = NamespaceScan.netnsInode("/proc/1/ns/net") ?? NamespaceScan.netnsInode("/proc/self/ns/net") ?? 0
+    }
+
+    deinit {
+        assert(state != .running, "Discovery dropped while running: call stop()")
+    }
+
+    /// Subscribes to every event source, takes the initial inventory (delivered through the handler
+    /// before this returns), then starts the discovery thread. Call once.
+    public func start() throws {
+        try lock.locked { () throws -> Void in
+            guard state == .idle else { throw SystemError("start discovery twice", errno: EALREADY) }
+            state = .running
+        }
+        do {
+            netnsThread = try NetnsThread(name: "discover-netns")
+            let loop = try EventLoop()
+            self.loop = loop
+            // Subscribe before scanning so nothing that happens during the scan is missed.
+            let connector = try ProcConnector()
+            procConnector = connector
+            try loop.add(connector.socket.raw, token: Self.procToken)
+            let mounts = try OwnedFD.open("/proc/self/mountinfo", what: "mountinfo")
+            mountinfo = mounts
+            try loop.add(mounts.raw, token: Self.mountToken, priority: true)
+
+            try initialScan()
+            try startThread()
+        } catch {
+            releaseResources()
+            lock.locked { state = .stopped }
+            throw error
+        }
+    }
+
+    /// Stops the thread and closes every descriptor; no events follow. Safe to call more than once.
+    public func stop() {
+        let wasRunning = lock.locked { () -> Bool in
+            defer { state = .stopped }
+            stopRequested = true
+            return state == .running
+        }
+        guard wasRunning else { return }
+        loop?.wake()
+        if let thread { pthread_join(thread, nil) }
+        thread = nil
+        releaseResources()
+    }
+
+    /// What is being watched right now.
+    public func snapshot() -> (namespaces: [NetnsInfo], interfaces: [InterfaceInfo]) {
+        lock.locked {
+            (published.namespaces.values.sorted { $0.inode < $1.inode },
+             published.interfaces.values.sorted { ($0.key.netnsInode, $0.key.ifindex) < ($1.key.netnsInode, $1.key.ifindex) })
+        }
+    }
+
+    /// Records the event in the snapshot, then hands it to the handler.
+    func emit(_ event: DiscoveryEvent) {
+        lock.locked {
+            switch event {
+            case .namespaceAdded(let info): published.namespaces[info.inode] = info
+            case .namespaceRemoved(let inode): published.namespaces[inode] = nil
+            case .interfaceAdded(let info, _): published.interfaces[info.key] = info
+            case .interfaceRemoved(let key): published.interfaces[key] = nil
+            }
+        }
+        handler(event)
+    }
+
+    private func startThread() throws {
+        let box = Unmanaged.passRetained(self)
+        var tid = pthread_t()
+        let rc = pthread_create(&tid, nil, { arg in
+            let me = Unmanaged<Discovery>.fromOpaque(arg!).takeRetainedValue()
+            me.run()
+            return nil
+        }, box.toOpaque())
+        guard rc == 0 else {
+            box.release()
+            throw SystemError("start discovery thread", errno: rc)
+        }
+        thread = tid
+    }
+
+    /// The discovery thread: waits on every source, handles what is ready, rescans when due.
+    private func run() {
+        guard let loop else { return }
+        let clock = ContinuousClock()
+        var nextRescan = clock.now + rescanInterval
+        while true {
+            let remaining = nextRescan - clock.now
+            let timeoutMS = max(0, Int32(remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000))
+            let ready = loop.wait(timeoutMS: timeoutMS)
+            if lock.locked({ stopRequested }) { return }
+            for token in ready {
+                switch token {
+                case EventLoop.wakeToken: loop.drainWakeups()
+                case Self.procToken: handleProcessEvents()
+                case Self.mountToken: handleMountsChanged()
+                default: handleLinks(inode: token)
+                }
+            }
+            if clock.now >= nextRescan {
+                rescan()
+                nextRescan = clock.now + rescanInterval
+            }
+        }
+    }
+
+    private func releaseResources() {
+        for namespace in namespaces.values {
+            loop?.remove(namespace.route.socket.raw)
+            namespace.close()
+        }
+        namespaces.removeAll()
+        pidNamespace.removeAll()
+        procConnector?.close()
+        procConnector = nil
+        mountinfo?.close()
+        mountinfo = nil
+        loop?.close()
+        loop = nil
+        netnsThread?.shutdown()
+        netnsThread = nil
+        lock.locked { published = ([:], [:]) }
+    }
+}
