@@ -62,7 +62,7 @@ let package = Package(
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         .executableTarget(name: "tlstap", dependencies: [
-            "Daemon", "TapCore", "Segments", "PcapNG",
+            "Daemon", "TapCore", "Segments", "PcapNG", "Attach",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -78,7 +78,11 @@ let package = Package(
         .testTarget(name: "SegmentsTests", dependencies: ["Segments", "PcapNG", "Retention", "TapCore"]),
         .testTarget(name: "ReorderTests", dependencies: ["Reorder", "TapCore"]),
         .testTarget(name: "SecretsTests", dependencies: ["Secrets", "TapCore"]),
-        .testTarget(name: "CaptureTests", dependencies: ["Discover", "Attach", "RingBuffer", "TapCore"]),
+        .testTarget(name: "CaptureTests", dependencies: ["Discover", "Attach", "RingBuffer", "TapCore", "CLibBPF",
+            .product(name: "Logging", package: "swift-log")]),
+        // Test helper for CaptureTests: attaches the capture programs and waits to be killed (-9),
+        // leaving stale filters for the stale-cleanup test to find.
+        .executableTarget(name: "capture-probe", dependencies: ["Attach", "Discover", "TapCore"], path: "Tests/CaptureProbe"),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TapCore"]),
     ]
 )

@@ -38,8 +38,10 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 		bpf_map_update_elem(&drops, &key, &one, BPF_NOEXIST);
 }
 
-/* The verifier needs a constant reservation size, so records come in power-of-two buckets; the
- * unused tail of a bucket is ring space only, the record says how much of it is packet. */
+/* The verifier needs a constant reservation size, so records come in size buckets; the unused tail
+ * of a bucket is ring space only, the record says how much of it is packet. The buckets follow common
+ * frame sizes (1536 holds a 1514/1518-byte Ethernet frame, 9216 a jumbo frame) so that little ring
+ * is wasted on typical traffic; larger GSO/GRO packets take the power-of-two buckets above. */
 #define TRY_BUCKET(size)                                                             \
 	if (cap_len <= (size)) {                                                       \
 		struct capture_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + (size), 0); \
@@ -66,12 +68,16 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	__u32 cap_len = skb->len < cfg_snaplen ? skb->len : cfg_snaplen;
 
 	TRY_BUCKET(128)
+	TRY_BUCKET(256)
 	TRY_BUCKET(512)
+	TRY_BUCKET(1024)
+	TRY_BUCKET(1536)
 	TRY_BUCKET(2048)
-	TRY_BUCKET(8192)
-	TRY_BUCKET(32768)
+	TRY_BUCKET(4096)
+	TRY_BUCKET(9216)
+	TRY_BUCKET(16384)
 	TRY_BUCKET(65536)
-	TRY_BUCKET(262144)
+	TRY_BUCKET(CAPTURE_MAX_SNAPLEN)
 dropped:
 	count_drop(skb, direction);
 	return TC_ACT_UNSPEC;

@@ -6,6 +6,9 @@
 
 #include <linux/types.h>
 
+/* The largest snaplen the program can honour: its biggest ring reservation. The loader clamps to it. */
+#define CAPTURE_MAX_SNAPLEN 262144
+
 enum capture_direction {
 	CAPTURE_INBOUND = 1,  /* clsact ingress: the packet arrived on the interface */
 	CAPTURE_OUTBOUND = 2, /* clsact egress: the packet leaves through the interface */

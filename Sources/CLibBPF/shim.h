@@ -5,6 +5,7 @@
 
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <linux/if_link.h>
 #include <linux/pkt_cls.h>
 #include <linux/netlink.h>
@@ -26,8 +27,21 @@
 static const int tlstap_clone_newnet = CLONE_NEWNET;
 
 extern int setns(int fd, int nstype);
+extern int unshare(int flags);
 
 static inline int tlstap_setns(int fd, int nstype) { return setns(fd, nstype); }
+static inline int tlstap_unshare(int flags) { return unshare(flags); }
+
+/* The ring record and drop-counter layouts, shared with bpf/capture.bpf.c: one definition. */
+#include "../../bpf/capture.h"
+
+static inline struct bpf_object_open_opts tlstap_object_open_opts(const char *object_name) {
+    struct bpf_object_open_opts opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.sz = sizeof(opts);
+    opts.object_name = object_name;
+    return opts;
+}
 
 static inline struct bpf_tc_hook tlstap_tc_hook(int ifindex, enum bpf_tc_attach_point where) {
     struct bpf_tc_hook hook;

@@ -1,2 +1,0 @@
-// Reorder: see ARCHITECTURE.md.
-enum ReorderModule {}

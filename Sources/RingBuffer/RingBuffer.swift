@@ -1,2 +1,0 @@
-// RingBuffer: see ARCHITECTURE.md.
-enum RingBufferModule {}

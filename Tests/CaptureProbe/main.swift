@@ -1,0 +1,28 @@
+// Test helper: attaches the capture programs to one interface with the production code, says
+// "attached" on stdout and sleeps until killed. Usage: capture-probe NETNS_PATH IFINDEX IFNAME
+import Attach
+import Discover
+import Glibc
+import TapCore
+
+func say(_ text: String, to fd: Int32) {
+    var text = text + "\n"
+    text.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+}
+
+let args = CommandLine.arguments
+guard args.count == 4, let ifindex = UInt32(args[2]) else {
+    say("usage: capture-probe NETNS_PATH IFINDEX IFNAME", to: 2)
+    exit(2)
+}
+do {
+    let program = try CaptureProgram(configuration: .init(snaplen: 128, ringBytes: 1 << 16))
+    let thread = try NetnsThread(name: "capture-probe")
+    _ = try TCAttachment.attach(program, netnsPath: args[1], key: InterfaceKey(netnsInode: 0, ifindex: ifindex),
+                                ifname: args[3], using: thread)
+    say("attached", to: 1)
+    while true { pause() }
+} catch {
+    say("capture-probe: \(error)", to: 2)
+    exit(1)
+}

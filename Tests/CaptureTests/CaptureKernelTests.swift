@@ -1,0 +1,214 @@
+import Attach
+import Discover
+import Foundation
+import Glibc
+import Logging
+import RingBuffer
+import TapCore
+import Testing
+
+/// A captured packet copied out of the ring.
+struct Captured {
+    var interface: CaptureInterfaceID
+    var monotonicNs: UInt64
+    var direction: Direction
+    var originalLength: UInt32
+    var bytes: [UInt8]
+}
+
+/// Collects every record of the `events` ring; undecodable records are counted, never silently lost.
+final class Collector {
+    var packets: [Captured] = []
+    var undecodable = 0
+    let consumer = RingBufferConsumer()
+
+    init(_ program: CaptureProgram) throws {
+        try consumer.add(mapFD: program.eventsMapFD, name: "events") { [unowned self] raw in
+            guard let record = CaptureEventDecoder.decode(raw) else { undecodable += 1; return }
+            packets.append(Captured(interface: record.interface, monotonicNs: record.monotonicNs, direction: record.direction,
+                                    originalLength: record.originalLength, bytes: [UInt8](record.bytes)))
+        }
+    }
+
+    /// Polls until the ring stays empty for `idleMs`.
+    func drain(idleMs: Int32 = 200) throws {
+        while try consumer.poll(timeoutMs: idleMs) > 0 {}
+    }
+
+    func close() { consumer.close() }
+}
+
+/// Real kernel, real interfaces, tcpdump as the judge. Runs as root; serialized because the tests
+/// share the CPU and measure time.
+@Suite(.serialized) final class CaptureKernelTests {
+    let thread: NetnsThread
+    let logger = Logger(label: "capture-tests")
+
+    init() throws { thread = try NetnsThread(name: "capture-tests") }
+    deinit { thread.shutdown() }
+
+    @Test func capturesExactlyWhatTcpdumpSees() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let program = try CaptureProgram(configuration: .init(ringBytes: 4 << 20))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        let collector = try Collector(program)
+        defer { collector.close() }
+        for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, key: end.key, ifname: end.ifname) }
+        #expect(table.count == 2)
+        let dumps = [try TCPDump(on: pair.a), try TCPDump(on: pair.b)]
+
+        try pair.a.exec("ping", "-c", "3", "-i", "0.2", "10.86.0.2")
+        try pair.a.exec("ping", "-c", "2", "-i", "0.2", "-s", "1400", "10.86.0.2")
+        // UDP of several sizes (3000 bytes is fragmented) to a closed port in the range reserved for
+        // these tests: B answers with ICMP port unreachable.
+        try pair.a.exec("bash", "-c", "for n in 10 1000 3000; do head -c $n /dev/zero | tr '\\0' x > /dev/udp/10.86.0.2/18600; sleep 0.05; done")
+        usleep(300_000)
+        let seen = [try dumps[0].stop(), try dumps[1].stop()]
+        try collector.drain()
+        table.detachAll()
+        #expect(table.count == 0)
+        #expect(try !pair.a.hasTLSTapFilter() && !pair.b.hasTLSTapFilter(), "tc filter show still lists tlstap after detach")
+        #expect(collector.undecodable == 0)
+
+        let clock = MonotonicToWall()
+        var worstSkewNs: Int64 = 0
+        for (end, dump) in zip([pair.a, pair.b], seen) {
+            let id = CaptureInterfaceID(netnsCookie: end.netnsCookie, ifindex: end.ifindex)
+            var ours = collector.packets.filter { $0.interface == id }
+            #expect(dump.count >= 14, "tcpdump on \(end.ifname) saw too little traffic: \(dump.count)")
+            #expect(ours.count == dump.count, "\(end.ifname): tlstap captured \(ours.count) packets, tcpdump \(dump.count)")
+            #expect(Set(ours.map(\.direction)) == [.inbound, .outbound])
+            for packet in dump {
+                let match = ours.firstIndex { mine in
+                    mine.bytes == packet.bytes && abs(Int64(clock.wallNs(fromMonotonic: mine.monotonicNs)) - Int64(packet.wallNs)) < 1_000_000
+                }
+                guard let match else {
+                    Issue.record("\(end.ifname): no captured packet with the bytes of tcpdump's \(packet.bytes.count)-byte packet within 1 ms")
+                    continue
+                }
+                let mine = ours.remove(at: match)
+                worstSkewNs = max(worstSkewNs, abs(Int64(clock.wallNs(fromMonotonic: mine.monotonicNs)) - Int64(packet.wallNs)))
+                #expect(mine.originalLength == packet.originalLength)
+                #expect(mine.direction == Self.direction(of: mine.bytes, localAddress: end.address), "\(end.ifname): wrong direction")
+            }
+        }
+        print("capture vs tcpdump: worst timestamp difference \(worstSkewNs) ns")
+    }
+
+    @Test func snaplenCutsThePacketButKeepsItsLength() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let program = try CaptureProgram(configuration: .init(snaplen: 100, ringBytes: 1 << 20))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
+        let collector = try Collector(program)
+        defer { collector.close() }
+        try table.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        try pair.a.exec("ping", "-c", "1", "-s", "1000", "10.86.0.2")
+        try collector.drain()
+        let large = collector.packets.filter { $0.originalLength == 14 + 20 + 8 + 1000 }
+        #expect(large.count == 2) // the echo request out, the reply in
+        #expect(large.allSatisfy { $0.bytes.count == 100 })
+    }
+
+    @Test func noLeaksOver50NamespaceLifetimes() throws {
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        let tag = String(UInt16.random(in: 0..<UInt16.max), radix: 16)
+        func cycle(_ index: Int) throws {
+            let netns = "cp\(tag)l\(index)", path = "/run/netns/cp\(tag)l\(index)"
+            try sh("ip", "netns", "add", netns)
+            try sh("ip", "link", "add", "cpl\(tag)a", "netns", netns, "type", "veth", "peer", "name", "cpl\(tag)b", "netns", netns)
+            var info = stat()
+            stat(path, &info)
+            var keys: [InterfaceKey] = []
+            for name in ["cpl\(tag)a", "cpl\(tag)b"] {
+                let ifindex = UInt32(try sh("ip", "netns", "exec", netns, "cat", "/sys/class/net/\(name)/ifindex").filter(\.isNumber))!
+                let key = InterfaceKey(netnsInode: UInt64(info.st_ino), ifindex: ifindex)
+                try table.attach(netnsPath: path, key: key, ifname: name)
+                keys.append(key)
+            }
+            #expect(try sh("ip", "-n", netns, "filter", "show", "dev", "cpl\(tag)a", "ingress").contains("tlstap_ingress"))
+            if index % 2 == 0 {
+                for key in keys { try table.detach(key) } // detach, then the namespace goes
+                try sh("ip", "netns", "del", netns)
+            } else {
+                try sh("ip", "netns", "del", netns) // the namespace goes first: detaching finds it gone
+                table.detachNamespace(inode: UInt64(info.st_ino))
+            }
+        }
+        try cycle(1000) // warm-up: lazily opened fds (Foundation, libbpf) are not leaks
+        let baseline = openFDCount()
+        for index in 0..<50 { try cycle(index) }
+        #expect(table.count == 0)
+        #expect(openFDCount() == baseline, "fds before: \(baseline), after 50 cycles: \(openFDCount())")
+    }
+
+    @Test func staleFiltersOfAKilledProcessAreRemoved() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let probe = URL(fileURLWithPath: try String(decoding: readLink("/proc/self/exe"), as: UTF8.self))
+            .deletingLastPathComponent().appendingPathComponent("capture-probe")
+        let process = Process()
+        process.executableURL = probe
+        process.arguments = [pair.a.netnsPath, "\(pair.a.ifindex)", pair.a.ifname]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let said = String(decoding: out.fileHandleForReading.availableData, as: UTF8.self)
+        #expect(said.contains("attached"), "capture-probe did not attach: \(said)")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(try pair.a.hasTLSTapFilter(), "kill -9 should leave the classic tc filters behind")
+
+        let removed = try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
+                                                          ifname: pair.a.ifname, using: thread)
+        #expect(removed == 2)
+        #expect(try !pair.a.hasTLSTapFilter())
+        #expect(try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
+                                                    ifname: pair.a.ifname, using: thread) == 0)
+    }
+
+    @Test func aFloodLargerThanTheRingIsCountedAsDrops() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
+        let collector = try Collector(program)
+        defer { collector.close() }
+        try table.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        let before = try pair.a.packetCount()
+        // Nobody reads the ring during the flood: 4000 records of 160 bytes cannot fit in 64 KiB.
+        try pair.a.exec("ping", "-f", "-q", "-c", "2000", "10.86.0.2")
+        let after = try pair.a.packetCount()
+        try collector.drain(idleMs: 50)
+        let id = CaptureInterfaceID(netnsCookie: pair.a.netnsCookie, ifindex: pair.a.ifindex)
+        let drops = try program.readDrops()[id] ?? 0
+        let delivered = UInt64(collector.packets.filter { $0.interface == id }.count)
+        #expect(drops > 0)
+        #expect(delivered + drops == after - before, "delivered \(delivered) + dropped \(drops) ≠ \(after - before) packets on the interface")
+        print("flood into a 64 KiB ring: \(after - before) packets, \(delivered) delivered, \(drops) dropped")
+    }
+
+    static func direction(of frame: [UInt8], localAddress: String) -> Direction? {
+        let local = localAddress.split(separator: ".").map { UInt8($0)! }
+        switch (frame[12], frame[13]) {
+        case (0x08, 0x00): return Array(frame[26..<30]) == local ? .outbound : .inbound // IPv4 source
+        case (0x08, 0x06): return Array(frame[28..<32]) == local ? .outbound : .inbound // ARP sender
+        default: return nil
+        }
+    }
+}
+
+func readLink(_ path: String) throws -> [UInt8] {
+    var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX))
+    let length = readlink(path, &buffer, buffer.count)
+    guard length > 0 else { throw TestFailure("readlink \(path)") }
+    return Array(buffer[0..<length])
+}
