@@ -1,2 +1,0 @@
-// Daemon: see ARCHITECTURE.md.
-enum DaemonModule {}
