@@ -61,6 +61,7 @@ extension ConfigValue {
             let items = value.array.map { Array($0) } ?? []
             let strings = items.compactMap { $0.type == .string ? $0.string : nil }
             self = strings.count == items.count ? .strings(strings) : .other("array of non-strings")
+        case .bool: self = .other("boolean")
         default: self = .other(value.type.description)
         }
     }

@@ -14,7 +14,7 @@ public enum ConfigValue: Equatable, Sendable {
         case .string: "a string"
         case .integer: "an integer"
         case .strings: "an array of strings"
-        case .other(let name): "a \(name)"
+        case .other(let name): (name.first.map { "aeiou".contains($0) } == true ? "an " : "a ") + name
         }
     }
 }

@@ -201,7 +201,7 @@ func fileError(_ text: String) throws -> String {
         ("segment-dir = \"relative/dir\"", "FILE:1: segment-dir: 'relative/dir' is not an absolute path"),
         ("segment-dir = 5", "FILE:1: segment-dir: expected a string, got an integer"),
         ("interfaces = []", "FILE:1: interfaces: an empty list captures nothing; use [\"*\"] for all"),
-        ("interfaces = [1, 2]", "FILE:1: interfaces: expected an array of interface globs such as [\"eth*\"], got a array of non-strings"),
+        ("interfaces = [1, 2]", "FILE:1: interfaces: expected an array of interface globs such as [\"eth*\"], got an array of non-strings"),
         ("ring-buffer-size = \"48M\"", "FILE:1: ring-buffer-size: 48M is not a power of two (e.g. 16M, 64M, 256M)"),
         ("zstd-level = 25", "FILE:1: zstd-level: 25 is outside 1…19"),
         ("zstd-level = \"3\"", "FILE:1: zstd-level: expected an integer, got a string"),
