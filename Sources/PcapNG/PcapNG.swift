@@ -1,2 +1,0 @@
-// PcapNG: see ARCHITECTURE.md.
-enum PcapNGModule {}

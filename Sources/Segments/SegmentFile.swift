@@ -1,0 +1,73 @@
+import Glibc
+import TapCore
+
+/// The file of a segment being written: created 0600 under its `.partial` name, appended to in
+/// whole zstd frames, and on `finish` fsynced, closed and renamed to its final name. Owns the
+/// descriptor and closes it in exactly one place (`closeDescriptor`).
+final class SegmentFile {
+    let directory: String
+    let finalName: String
+    var partialPath: String { directory + "/" + finalName + ".partial" }
+    var finalPath: String { directory + "/" + finalName }
+    /// Bytes on disk, all of them complete frames.
+    private(set) var length: Int = 0
+    private var fd: Int32 = -1
+
+    init(directory: String, finalName: String) {
+        self.directory = directory
+        self.finalName = finalName
+    }
+
+    deinit { assert(fd < 0, "segment file \(partialPath) was not closed") }
+
+    var isOpen: Bool { fd >= 0 }
+
+    /// Creates the partial file; done when the first frame is written, so an unwritable disk leaves
+    /// nothing behind.
+    func create() throws(SystemError) {
+        guard fd < 0 else { return }
+        let path = partialPath
+        fd = try syscall("create segment \(path)") { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
+    }
+
+    /// Appends one complete frame, or nothing: a failed write is cut back off, so the file stays
+    /// a sequence of complete frames.
+    func append(frame: [UInt8]) throws(SystemError) {
+        try create()
+        var written = 0
+        do throws(SystemError) {
+            while written < frame.count {
+                let path = partialPath
+                let offset = written
+                written += try syscall("write segment \(path)") {
+                    frame.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                }
+            }
+        } catch {
+            if written > 0 { _ = ftruncate(fd, off_t(length)) }
+            _ = lseek(fd, off_t(length), SEEK_SET)
+            throw error
+        }
+        length += frame.count
+    }
+
+    /// fsync, close, rename to the final name, fsync the directory: the segment becomes visible
+    /// only when complete. A segment with nothing on disk is removed instead.
+    func finish() throws(SystemError) {
+        guard fd >= 0 else { return }
+        let path = partialPath
+        defer { closeDescriptor() }
+        if length == 0 {
+            unlink(path)
+            return
+        }
+        try syscall("fsync segment \(path)") { fsync(fd) }
+        try syscall("rename segment \(path)") { rename(path, finalPath) }
+        try SegmentDirectory.sync(directory)
+    }
+
+    private func closeDescriptor() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+}

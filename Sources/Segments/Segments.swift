@@ -1,2 +1,0 @@
-// Segments: see ARCHITECTURE.md.
-enum SegmentsModule {}
