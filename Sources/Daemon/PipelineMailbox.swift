@@ -1,3 +1,4 @@
+import TapCore
 import Discover
 
 /// Settings that change on reload without a restart.

@@ -9,7 +9,7 @@ import CLibBPF
 /// Owns: one fd to its home namespace (closed in `deinit`) and the thread (joined on `shutdown`).
 public final class NetnsThread: @unchecked Sendable {
     private let mutex = PThreadMutexCondition()
-    private var jobs: [() -> Void] = []
+    private var jobs: [Job] = []
     private var stopping = false
     private var thread: pthread_t?
     private let homeFD: Int32
@@ -38,10 +38,9 @@ public final class NetnsThread: @unchecked Sendable {
     /// Runs `body` inside the namespace at `netnsPath` (or the home namespace if nil) and returns its result.
     public func run<T>(in netnsPath: String?, _ body: () throws -> T) throws -> T {
         try withoutActuallyEscaping(body) { body in
-            let done = PThreadMutexCondition()
-            var result: Result<T, any Error>?
-            let job = { [homeFD] in
-                let outcome = Result { () throws -> T in
+            let outcome = Outcome<T>()
+            let work = { [homeFD] in
+                outcome.result = Result { () throws -> T in
                     guard let netnsPath else { return try body() }
                     let fd = try syscall("open \(netnsPath)") { open(netnsPath, O_RDONLY | O_CLOEXEC) }
                     defer { close(fd) }
@@ -55,18 +54,30 @@ public final class NetnsThread: @unchecked Sendable {
                     }
                     return try body()
                 }
-                done.signalAll { result = outcome }
             }
             let accepted = mutex.locked { () -> Bool in
                 guard !stopping else { return false }
-                jobs.append(job)
+                jobs.append(Job(work: work, finish: { outcome.done.signalAll { outcome.finished = true } }))
                 return true
             }
             guard accepted else { throw SystemError("run in netns thread after shutdown", errno: ESHUTDOWN) }
             mutex.signalAll { }
-            done.wait { result != nil }
-            return try result!.get()
+            outcome.done.wait { outcome.finished }
+            return try outcome.result!.get()
         }
+    }
+
+    /// A queued job: `work` holds the caller's non-escaping closure, so the thread drops it before
+    /// `finish` wakes the caller (withoutActuallyEscaping checks that nothing kept it).
+    private struct Job {
+        var work: () -> Void
+        var finish: () -> Void
+    }
+
+    private final class Outcome<T>: @unchecked Sendable {
+        let done = PThreadMutexCondition()
+        var result: Result<T, any Error>?
+        var finished = false
     }
 
     /// Runs the jobs already queued, then stops the thread; call once.
@@ -79,48 +90,18 @@ public final class NetnsThread: @unchecked Sendable {
     private func loop() {
         while true {
             mutex.wait { !jobs.isEmpty || stopping }
-            let (next, stop) = mutex.locked { () -> ([() -> Void], Bool) in
+            var (next, stop) = mutex.locked { () -> ([Job], Bool) in
                 defer { jobs.removeAll() }
                 return (jobs, stopping)
             }
-            for job in next { job() }
+            while !next.isEmpty {
+                let job = next.removeFirst()
+                job.work()
+                let finish = job.finish
+                _ = consume job
+                finish()
+            }
             if stop { return }
         }
-    }
-}
-
-/// A pthread mutex with a condition variable, for the few places that block a dedicated thread.
-public final class PThreadMutexCondition: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var condition = pthread_cond_t()
-
-    public init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&condition, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&condition)
-        pthread_mutex_destroy(&mutex)
-    }
-
-    public func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
-
-    /// Blocks until `ready()` (evaluated under the lock) is true.
-    public func wait(until ready: () -> Bool) {
-        pthread_mutex_lock(&mutex)
-        while !ready() { pthread_cond_wait(&condition, &mutex) }
-        pthread_mutex_unlock(&mutex)
-    }
-
-    public func signalAll(_ change: () -> Void) {
-        pthread_mutex_lock(&mutex)
-        change()
-        pthread_cond_broadcast(&condition)
-        pthread_mutex_unlock(&mutex)
     }
 }

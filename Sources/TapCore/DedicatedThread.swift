@@ -18,7 +18,6 @@ public final class DedicatedThread: @unchecked Sendable {
         var tid = pthread_t()
         let rc = pthread_create(&tid, nil, { arg in
             let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
-            pthread_setname_np(pthread_self(), String(box.name.prefix(15)))
             box.body()
             return nil
         }, box.toOpaque())

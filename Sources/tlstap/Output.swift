@@ -2,7 +2,8 @@ import Glibc
 
 /// Writes a line to stderr (messages for people; stdout carries data such as PcapNG or key logs).
 func printError(_ message: String) {
-    fputs(message + "\n", stderr)
+    let line = Array((message + "\n").utf8)
+    _ = line.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
 enum ProcessEnvironment {
