@@ -11,6 +11,11 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 cfg_snaplen = 262144;
+/* The namespace this instance is attached in. bpf_get_netns_cookie(skb) cannot tell it: it names the
+ * namespace of the skb's socket and falls back to init_net for packets without one (ingress,
+ * forwarded), and tc programs may not call it before kernel 6.15. So the loader loads one instance
+ * per namespace, sharing the maps, and sets this to the namespace's SO_NETNS_COOKIE. */
+const volatile __u64 cfg_netns_cookie = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -27,7 +32,7 @@ struct {
 static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 {
 	struct capture_iface key = {
-		.netns_cookie = bpf_get_netns_cookie(skb),
+		.netns_cookie = cfg_netns_cookie,
 		.ifindex = skb->ifindex,
 		.direction = direction,
 	};
@@ -48,7 +53,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 		if (!e)                                                                    \
 			goto dropped;                                                          \
 		e->ts_ns = ts;                                                             \
-		e->netns_cookie = bpf_get_netns_cookie(skb);                               \
+		e->netns_cookie = cfg_netns_cookie;                                         \
 		e->ifindex = skb->ifindex;                                                 \
 		e->orig_len = skb->len;                                                    \
 		e->direction = direction;                                                  \

@@ -4,10 +4,15 @@ import TapCore
 
 /// The loaded capture programs of `bpf/capture.bpf.c`: the loader paired with that file.
 ///
-/// Goes open → configure (`cfg_snaplen`, the `events` ring size) → load in `init`; the programs are
-/// then attached by `TCAttachmentTable` and the ring is read by a `RingBufferConsumer` over
-/// `eventsMapFD`. Owns the `bpf_object` (and with it every program and map fd): `close()` destroys it,
-/// exactly once; a program dropped without `close()` is a leak and asserts in debug builds.
+/// Goes open → configure (`cfg_snaplen`, the `events` ring size) → load in `init`, which creates the
+/// maps (`events`, `drops`); the ring is read by a `RingBufferConsumer` over `eventsMapFD`.
+/// A tc program cannot tell which namespace it runs in, so each namespace gets its own instance of
+/// the programs (`instance(forNetnsCookie:)`), loaded with `cfg_netns_cookie` set and the maps of
+/// the first object reused (`bpf_map__reuse_fd`); `TCAttachmentTable` takes one when it attaches in a
+/// namespace and gives it back when the namespace's last interface is detached.
+///
+/// Owns every `bpf_object` (and with them every program and map fd): `close()` destroys them, exactly
+/// once; a program dropped without `close()` is a leak and asserts in debug builds.
 public final class CaptureProgram: @unchecked Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Bytes of each packet copied into the ring; clamped to `CaptureProgram.maxSnaplen`.
@@ -34,6 +39,9 @@ public final class CaptureProgram: @unchecked Sendable {
     public let dropsMapFD: Int32
 
     private var object: OpaquePointer?
+    private let lock = PThreadMutexCondition()
+    /// Per-namespace instances: netns cookie → (object, users).
+    private var instances: [UInt64: (object: OpaquePointer, programs: CaptureInstance, users: Int)] = [:]
 
     public init(configuration: Configuration = Configuration()) throws(SystemError) {
         var configuration = configuration
@@ -44,6 +52,63 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         self.configuration = configuration
 
+        let opened = try Self.load(configuration: configuration, netnsCookie: 0, sharedMaps: nil)
+        do {
+            ingressFD = try Self.programFD(named: Self.ingressProgramName, in: opened)
+            egressFD = try Self.programFD(named: Self.egressProgramName, in: opened)
+            eventsMapFD = bpf_map__fd(try Self.map(named: "events", in: opened))
+            dropsMapFD = bpf_map__fd(try Self.map(named: "drops", in: opened))
+        } catch {
+            bpf_object__close(opened)
+            throw error
+        }
+        object = opened
+    }
+
+    /// The programs to attach in the namespace with this `SO_NETNS_COOKIE`, loaded on first use.
+    /// Pair every call with `releaseInstance(forNetnsCookie:)`.
+    public func instance(forNetnsCookie cookie: UInt64) throws -> CaptureInstance {
+        try lock.locked { () throws -> CaptureInstance in
+            if let existing = instances[cookie] {
+                instances[cookie]!.users += 1
+                return existing.programs
+            }
+            let loaded = try Self.load(configuration: configuration, netnsCookie: cookie,
+                                       sharedMaps: (events: eventsMapFD, drops: dropsMapFD))
+            do {
+                let programs = CaptureInstance(
+                    ingressFD: try Self.programFD(named: Self.ingressProgramName, in: loaded),
+                    egressFD: try Self.programFD(named: Self.egressProgramName, in: loaded))
+                instances[cookie] = (loaded, programs, 1)
+                return programs
+            } catch {
+                bpf_object__close(loaded)
+                throw error
+            }
+        }
+    }
+
+    /// Gives back an instance; the last user's release unloads it (attached filters keep their
+    /// programs alive in the kernel until they are detached).
+    public func releaseInstance(forNetnsCookie cookie: UInt64) {
+        let unload = lock.locked { () -> OpaquePointer? in
+            guard let entry = instances[cookie] else { return nil }
+            if entry.users > 1 {
+                instances[cookie]!.users -= 1
+                return nil
+            }
+            instances[cookie] = nil
+            return entry.object
+        }
+        if let unload { bpf_object__close(unload) }
+    }
+
+    /// How many per-namespace instances are loaded (for leak tests).
+    public var instanceCount: Int { lock.locked { instances.count } }
+
+    /// open → configure → load of one object; with `sharedMaps`, its maps are the existing ones.
+    private static func load(configuration: Configuration, netnsCookie: UInt64,
+                             sharedMaps: (events: Int32, drops: Int32)?) throws(SystemError) -> OpaquePointer {
         let bytes = EmbeddedBPF.capture.objectBytes
         let opened: OpaquePointer? = "tlstap_capture".withCString { name in
             var opts = tlstap_object_open_opts(name)
@@ -51,23 +116,25 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         // libbpf 1.x returns NULL and sets errno on failure.
         guard let opened else { throw SystemError("open the embedded capture BPF object", errno: errno) }
-
         do {
-            try Self.setSnaplen(configuration.snaplen, in: opened)
-            let events = try Self.map(named: "events", in: opened)
-            try libbpfCall("resize the capture ring to \(configuration.ringBytes) bytes") {
-                bpf_map__set_max_entries(events, configuration.ringBytes)
+            try setReadOnly("cfg_snaplen", to: configuration.snaplen, in: opened)
+            try setReadOnly("cfg_netns_cookie", to: netnsCookie, in: opened)
+            let events = try map(named: "events", in: opened)
+            if let sharedMaps {
+                let drops = try map(named: "drops", in: opened)
+                try libbpfCall("share the capture ring") { bpf_map__reuse_fd(events, sharedMaps.events) }
+                try libbpfCall("share the capture drop counters") { bpf_map__reuse_fd(drops, sharedMaps.drops) }
+            } else {
+                try libbpfCall("resize the capture ring to \(configuration.ringBytes) bytes") {
+                    bpf_map__set_max_entries(events, configuration.ringBytes)
+                }
             }
-            try libbpfCall("load the capture BPF programs") { bpf_object__load(opened) }
-            ingressFD = try Self.programFD(named: Self.ingressProgramName, in: opened)
-            egressFD = try Self.programFD(named: Self.egressProgramName, in: opened)
-            eventsMapFD = bpf_map__fd(events)
-            dropsMapFD = bpf_map__fd(try Self.map(named: "drops", in: opened))
+            try libbpfCall("load the capture BPF programs for netns cookie \(netnsCookie)") { bpf_object__load(opened) }
+            return opened
         } catch {
             bpf_object__close(opened)
             throw error
         }
-        object = opened
     }
 
     deinit {
@@ -79,6 +146,11 @@ public final class CaptureProgram: @unchecked Sendable {
     /// detached). Calling it again does nothing.
     public func close() {
         guard let object else { return }
+        let loaded = lock.locked { () -> [OpaquePointer] in
+            defer { instances.removeAll() }
+            return instances.values.map(\.object)
+        }
+        for instance in loaded { bpf_object__close(instance) }
         bpf_object__close(object)
         self.object = nil
     }
@@ -125,10 +197,10 @@ public final class CaptureProgram: @unchecked Sendable {
         return try libbpfCall("get the fd of program \(name)") { bpf_program__fd(program) }
     }
 
-    /// Writes `cfg_snaplen` into the object's read-only data before load. Its place in `.rodata` comes
-    /// from the object's BTF, so adding more `cfg_` knobs cannot shift it silently.
-    private static func setSnaplen(_ snaplen: UInt32, in object: OpaquePointer) throws(SystemError) {
-        let what = "set cfg_snaplen in the capture BPF object"
+    /// Writes a `cfg_` variable into the object's read-only data before load. Its place in `.rodata`
+    /// comes from the object's BTF, so adding more knobs cannot shift it silently.
+    private static func setReadOnly<Value: FixedWidthInteger>(_ name: String, to value: Value, in object: OpaquePointer) throws(SystemError) {
+        let what = "set \(name) in the capture BPF object"
         guard let rodata = bpf_object__find_map_by_name(object, ".rodata"),
               let btf = bpf_object__btf(object) else { throw SystemError(what, errno: ENOENT) }
         let sectionID = btf__find_by_name(btf, ".rodata")
@@ -140,19 +212,26 @@ public final class CaptureProgram: @unchecked Sendable {
         for index in 0..<Int(btf_vlen(section)) {
             let variable = variables[index]
             guard let type = btf__type_by_id(btf, variable.type),
-                  String(cString: btf__name_by_offset(btf, type.pointee.name_off)) == "cfg_snaplen" else { continue }
-            guard variable.size == UInt32(MemoryLayout<UInt32>.size) else { throw SystemError(what, errno: EINVAL) }
+                  String(cString: btf__name_by_offset(btf, type.pointee.name_off)) == name else { continue }
+            guard variable.size == UInt32(MemoryLayout<Value>.size) else { throw SystemError(what, errno: EINVAL) }
             offset = Int(variable.offset)
         }
+        let width = MemoryLayout<Value>.size
         var size = 0
-        guard let offset, let initial = bpf_map__initial_value(rodata, &size), offset + 4 <= size else {
+        guard let offset, let initial = bpf_map__initial_value(rodata, &size), offset + width <= size else {
             throw SystemError(what, errno: ENOENT)
         }
         // BPF runs in host byte order, so the value is written natively.
         var data = [UInt8](UnsafeRawBufferPointer(start: initial, count: size))
-        withUnsafeBytes(of: snaplen) { data.replaceSubrange(offset..<offset + 4, with: $0) }
+        withUnsafeBytes(of: value) { data.replaceSubrange(offset..<offset + width, with: $0) }
         try libbpfCall(what) { data.withUnsafeBytes { bpf_map__set_initial_value(rodata, $0.baseAddress, $0.count) } }
     }
+}
+
+/// The two programs of one per-namespace instance.
+public struct CaptureInstance: Sendable {
+    public var ingressFD: Int32
+    public var egressFD: Int32
 }
 
 /// An interface as the BPF program names it: the namespace's cookie (`bpf_get_netns_cookie`, which

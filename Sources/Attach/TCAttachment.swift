@@ -26,14 +26,20 @@ public final class TCAttachment: @unchecked Sendable {
     public let key: InterfaceKey
     public let ifname: String
     public let netnsPath: String?
+    /// The namespace's cookie: which per-namespace program instance the filters run.
+    public let netnsCookie: UInt64
+    public let directions: [Direction]
     /// Whether attaching created the clsact qdisc (then detaching removes it again).
     public let createdHook: Bool
     private var attached = true
 
-    private init(key: InterfaceKey, ifname: String, netnsPath: String?, createdHook: Bool) {
+    private init(key: InterfaceKey, ifname: String, netnsPath: String?, netnsCookie: UInt64, directions: [Direction],
+                 createdHook: Bool) {
         self.key = key
         self.ifname = ifname
         self.netnsPath = netnsPath
+        self.netnsCookie = netnsCookie
+        self.directions = directions
         self.createdHook = createdHook
     }
 
@@ -44,8 +50,8 @@ public final class TCAttachment: @unchecked Sendable {
     /// Attaches `program` to ingress and egress of `ifindex` inside the namespace at `netnsPath`
     /// (nil: the thread's home namespace). Replaces tlstap's own stale filters; refuses to replace a
     /// filter of another tool that happens to sit at tlstap's handle and priority.
-    public static func attach(_ program: CaptureProgram, netnsPath: String?, key: InterfaceKey, ifname: String,
-                              using thread: NetnsThread) throws -> TCAttachment {
+    public static func attach(_ programs: CaptureInstance, directions: [Direction], netnsPath: String?, netnsCookie: UInt64,
+                              key: InterfaceKey, ifname: String, using thread: NetnsThread) throws -> TCAttachment {
         let ifindex = Int32(bitPattern: key.ifindex)
         let place = "\(ifname) in netns \(key.netnsInode)"
         let created = try thread.run(in: netnsPath) { () throws -> Bool in
@@ -54,7 +60,8 @@ public final class TCAttachment: @unchecked Sendable {
             guard rc == 0 || rc == -EEXIST else { throw SystemError("create the clsact qdisc on \(place)", errno: -rc) }
             let created = rc == 0
             do {
-                for (direction, fd) in [(Direction.inbound, program.ingressFD), (.outbound, program.egressFD)] {
+                for direction in directions {
+                    let fd = direction == .inbound ? programs.ingressFD : programs.egressFD
                     let operation = "attach tc \(direction.tcName) to \(place)"
                     if let foreign = try occupant(ifindex: ifindex, direction: direction, operation: operation),
                        !isTLSTapProgram(foreign) {
@@ -72,7 +79,8 @@ public final class TCAttachment: @unchecked Sendable {
             }
             return created
         }
-        return TCAttachment(key: key, ifname: ifname, netnsPath: netnsPath, createdHook: created)
+        return TCAttachment(key: key, ifname: ifname, netnsPath: netnsPath, netnsCookie: netnsCookie,
+                            directions: directions, createdHook: created)
     }
 
     /// Removes both filters (and the clsact qdisc if this attachment created it). An interface or

@@ -30,26 +30,39 @@ public final class TCAttachmentTable: @unchecked Sendable {
 
     /// Removes tlstap's stale filters from the interface, then attaches to it. Attaching to an interface
     /// already in the table does nothing.
-    public func attach(netnsPath: String?, key: InterfaceKey, ifname: String) throws {
+    public func attach(netnsPath: String?, netnsCookie: UInt64, key: InterfaceKey, ifname: String,
+                       directions: [Direction] = [.inbound, .outbound]) throws {
         if isAttached(key) { return }
         let stale = try TCAttachment.removeStaleFilters(netnsPath: netnsPath, ifindex: key.ifindex, ifname: ifname, using: thread)
         if stale > 0 {
             logger.notice("removed stale tlstap tc filters", metadata: [
-                "tlstap_interface": "\(ifname)", "tlstap_netns": "\(key.netnsInode)", "count": "\(stale)"])
+                "interface": "\(ifname)", "netns": "\(key.netnsInode)", "count": "\(stale)"])
         }
-        let attachment = try TCAttachment.attach(program, netnsPath: netnsPath, key: key, ifname: ifname, using: thread)
+        let programs = try program.instance(forNetnsCookie: netnsCookie)
+        let attachment: TCAttachment
+        do {
+            attachment = try TCAttachment.attach(programs, directions: directions, netnsPath: netnsPath,
+                                                 netnsCookie: netnsCookie, key: key, ifname: ifname, using: thread)
+        } catch {
+            program.releaseInstance(forNetnsCookie: netnsCookie)
+            throw error
+        }
         let previous = lock.locked { () -> TCAttachment? in
             defer { attachments[key] = attachment }
             return attachments[key]
         }
         // Two racing attaches to one key: both attached at the same handle, so the filters are the
         // newer one's; the older gives up its claim without removing them.
-        previous?.relinquish()
+        if let previous {
+            previous.relinquish()
+            program.releaseInstance(forNetnsCookie: previous.netnsCookie)
+        }
     }
 
     /// Detaches from one interface; a key not in the table does nothing.
     public func detach(_ key: InterfaceKey) throws {
         guard let attachment = lock.locked({ attachments.removeValue(forKey: key) }) else { return }
+        defer { program.releaseInstance(forNetnsCookie: attachment.netnsCookie) }
         try attachment.detach(using: thread)
     }
 
@@ -73,11 +86,12 @@ public final class TCAttachmentTable: @unchecked Sendable {
     }
 
     private func detachLogging(_ attachment: TCAttachment) {
+        defer { program.releaseInstance(forNetnsCookie: attachment.netnsCookie) }
         do {
             try attachment.detach(using: thread)
         } catch {
             logger.error("cannot detach tc filters", metadata: [
-                "tlstap_interface": "\(attachment.ifname)", "tlstap_netns": "\(attachment.key.netnsInode)",
+                "interface": "\(attachment.ifname)", "netns": "\(attachment.key.netnsInode)",
                 "error": "\(error)"])
         }
     }

@@ -53,7 +53,8 @@ final class Attacher: @unchecked Sendable {
         }
         registry.addInterface(info)
         do {
-            try table.attach(netnsPath: netns.path, key: info.key, ifname: info.name)
+            try table.attach(netnsPath: netns.path, netnsCookie: netns.cookie, key: info.key, ifname: info.name,
+                             directions: Self.directions(for: info))
             logger.info("attached", metadata: metadata(info))
         } catch {
             registry.removeInterface(info.key)
@@ -84,6 +85,14 @@ final class Attacher: @unchecked Sendable {
                 detach(info.key, reason: "excluded by configuration")
             }
         }
+    }
+
+    /// Duplicate policy (ARCHITECTURE.md): every packet on a loopback device passes its egress and
+    /// then its ingress hook; recording both would store each packet twice in one interface, so
+    /// loopback is captured on ingress only — once, as tcpdump shows it. Every other interface is
+    /// captured in both directions, each as its own IDB.
+    static func directions(for info: InterfaceInfo) -> [Direction] {
+        info.name == "lo" ? [.inbound] : [.inbound, .outbound]
     }
 
     private func metadata(_ info: InterfaceInfo) -> Logger.Metadata {

@@ -2,6 +2,7 @@
 exactly when the daemon says READY=1 and what it reports, and can stop it the way systemd would."""
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,8 +51,7 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
-        os.unlink(self.path)
-        os.rmdir(self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Daemon:
@@ -77,7 +77,8 @@ class Daemon:
             raise AssertionError(f"tlstap never became ready (exit {self.process.poll()}):\n{self.stderr()}")
 
     def stderr(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path) as f:
             return f.read()
 
