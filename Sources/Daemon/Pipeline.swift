@@ -152,7 +152,11 @@ final class Pipeline: @unchecked Sendable {
         do {
             for (id, count) in try capture.readDrops() {
                 guard let key = interfaceKey(for: CaptureInterfaceID(netnsCookie: id.netnsCookie, ifindex: id.ifindex)) else { continue }
+                // ISB isb_ifrecv counts what the program saw: delivered plus what the ring refused.
+                let previous = stats.counters[key]?.droppedByRing ?? 0
+                guard count > previous else { continue }
                 stats.counters[key, default: InterfaceCounters()].droppedByRing = count
+                stats.counters[key, default: InterfaceCounters()].received += count - previous
             }
         } catch {
             logger.warning("cannot read ring drop counters: \(error)")

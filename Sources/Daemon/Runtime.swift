@@ -37,6 +37,7 @@ public final class DaemonRuntime: @unchecked Sendable {
         self.logger = logger
         self.config = config
         let startedNs = MonotonicToWall.wallNowNs()
+        LibBPFLog.install(logger)
 
         try SegmentDirectory.create(config.segmentDirectory)
         for repaired in try SegmentRepair.repairAll(in: config.segmentDirectory, logger: logger) {

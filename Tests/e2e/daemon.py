@@ -66,6 +66,7 @@ class Daemon:
         environment["NOTIFY_SOCKET"] = self.notify.path
         environment.update(env or {})
         self.log = open(self.log_path, "w")
+        self.final_stderr = None
         self.process = subprocess.Popen(
             [binary, "run", "--segment-dir", self.segment_dir, *args],
             stdout=self.log, stderr=subprocess.STDOUT, env=environment)
@@ -77,6 +78,8 @@ class Daemon:
             raise AssertionError(f"tlstap never became ready (exit {self.process.poll()}):\n{self.stderr()}")
 
     def stderr(self) -> str:
+        if self.final_stderr is not None:
+            return self.final_stderr
         if not self.log.closed:
             self.log.flush()
         with open(self.log_path) as f:
@@ -97,4 +100,5 @@ class Daemon:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self.final_stderr = self.stderr()
         self.notify.close()

@@ -25,3 +25,39 @@ def read_pcap(path):
         packets.append((sec * 1_000_000_000 + frac * scale, orig, blob[offset:offset + incl]))
         offset += incl
     return packets
+
+
+def pcapng_blocks(blob):
+    """Yields (block type, body bytes) of a little-endian pcapng stream (what tlstap writes here)."""
+    offset = 0
+    while offset + 12 <= len(blob):
+        block_type, length = struct.unpack("<II", blob[offset:offset + 8])
+        if length < 12 or offset + length > len(blob):
+            raise ValueError(f"bad block length {length} at offset {offset}")
+        yield block_type, blob[offset + 8:offset + length - 4]
+        offset += length
+
+
+def pcapng_options(body, start):
+    """Options of a block body from `start`: {code: [bytes, …]}."""
+    options, offset = {}, start
+    while offset + 4 <= len(body):
+        code, length = struct.unpack("<HH", body[offset:offset + 4])
+        if code == 0:
+            break
+        options.setdefault(code, []).append(body[offset + 4:offset + 4 + length])
+        offset += 4 + ((length + 3) & ~3)
+    return options
+
+
+def interface_statistics(blob):
+    """ISB counters per interface id: {id: {'ifrecv': n, 'ifdrop': n, 'osdrop': n}} (last ISB wins)."""
+    stats = {}
+    for block_type, body in pcapng_blocks(blob):
+        if block_type != 5:
+            continue
+        (interface_id,) = struct.unpack("<I", body[:4])
+        options = pcapng_options(body, 12)
+        counter = lambda code: struct.unpack("<Q", options[code][0])[0] if code in options else None
+        stats[interface_id] = {"ifrecv": counter(4), "ifdrop": counter(5), "osdrop": counter(7)}
+    return stats
