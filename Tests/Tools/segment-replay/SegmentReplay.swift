@@ -12,7 +12,7 @@ struct SegmentReplay: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "segment-replay",
         abstract: "Drive the segment writer from a process (test tool).",
-        subcommands: [Replay.self, Generate.self, Repair.self])
+        subcommands: [Replay.self, Generate.self, Repair.self, Retain.self])
 }
 
 struct WriterOptions: ParsableArguments {
@@ -173,6 +173,22 @@ struct Repair: ParsableCommand {
             case .repaired(let path, let kept, let dropped): say("REPAIRED \(path) kept=\(kept) dropped=\(dropped)")
             case .removed(let path, _): say("REMOVED \(path)")
             }
+        }
+    }
+}
+
+/// What the daemon runs periodically: retention by size and age.
+struct Retain: ParsableCommand {
+    @Option(name: .customLong("segment-dir")) var segmentDir: String
+    @Option(name: .customLong("max-total-size")) var maxTotalSize: String?
+    @Option(name: .customLong("max-age")) var maxAge: String?
+
+    func run() throws {
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
+        let retention = Retention(directory: segmentDir, maxTotalBytes: try maxTotalSize.map { try Units.parseSize($0) },
+                                  maxAgeNs: try maxAge.map { try Units.parseDuration($0) }, logger: Logger(label: "tlstap.retention"))
+        for deletion in retention.enforce(nowWallNs: MonotonicToWall.wallNowNs()) {
+            say("DELETED \(deletion.path) \(deletion.reason.rawValue)")
         }
     }
 }
