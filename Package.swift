@@ -69,6 +69,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // Test-only (not shipped): drives SegmentWriter from a process for the e2e tests — replays a
+        // capture plus key log, or generates packets, with chosen rotation and flush periods.
+        .executableTarget(name: "segment-replay", dependencies: [
+            "Segments", "PcapNG", "Retention", "TapCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/Tools/segment-replay"),
+
         // Build-time: compiles bpf/*.bpf.c with clang and embeds the objects as Swift source.
         .executableTarget(name: "BPFEmbedTool"),
         .plugin(name: "EmbedBPF", capability: .buildTool(), dependencies: ["BPFEmbedTool"]),

@@ -38,10 +38,11 @@ public enum SegmentDirectory {
 
     /// Makes the directory (and missing parents); a directory tlstap creates is 0700.
     public static func create(_ directory: String) throws(SystemError) {
-        var path = ""
-        for component in directory.split(separator: "/", omittingEmptySubsequences: true) {
+        let components = directory.split(separator: "/", omittingEmptySubsequences: true)
+        var path = directory.hasPrefix("/") ? "" : "."
+        for (index, component) in components.enumerated() {
             path += "/" + component
-            if mkdir(path, path.count == directory.count || path == directory ? 0o700 : 0o755) != 0 && errno != EEXIST {
+            if mkdir(path, index == components.count - 1 ? 0o700 : 0o755) != 0 && errno != EEXIST {
                 throw SystemError("create segment directory \(path)", errno: errno)
             }
         }
