@@ -28,7 +28,7 @@ public final class DaemonRuntime: @unchecked Sendable {
     private let mailbox = PipelineMailbox()
     private let pipelineThread: DedicatedThread
     private let statusBoard: StatusBoard
-    private let retention: Retention
+    private let retention: RetentionPolicy
     private var state = State.running
 
     enum State { case running, stopped }
@@ -40,9 +40,7 @@ public final class DaemonRuntime: @unchecked Sendable {
         LibBPFLog.install(logger)
 
         try SegmentDirectory.create(config.segmentDirectory)
-        for repaired in try SegmentRepair.repairAll(in: config.segmentDirectory, logger: logger) {
-            logger.notice("repaired torn segment", metadata: ["segment": "\(repaired)"])
-        }
+        try SegmentRepair(directory: config.segmentDirectory, logger: logger).run()
 
         capture = try CaptureProgram(configuration: .init(
             snaplen: config.snaplen, ringBytes: UInt32(config.ringBufferSizeBytes)))
@@ -50,8 +48,8 @@ public final class DaemonRuntime: @unchecked Sendable {
         table = TCAttachmentTable(program: capture, netnsThread: netnsThread, logger: logger)
         attacher = Attacher(table: table, registry: registry, config: config, logger: logger)
         keys = nil
-        retention = Retention(directory: config.segmentDirectory, maxTotalBytes: config.maxTotalSizeBytes,
-                              maxAgeNs: config.maxAge.nanoseconds, logger: logger)
+        retention = RetentionPolicy(Retention(directory: config.segmentDirectory, maxTotalBytes: config.maxTotalSizeBytes,
+                                              maxAgeNs: config.maxAge.nanoseconds, logger: logger))
         statusBoard = StatusBoard(config: config, startedNs: startedNs, registry: registry, notifier: notifier)
 
         let stats = PipelineStatsBox()
@@ -65,7 +63,7 @@ public final class DaemonRuntime: @unchecked Sendable {
             hooks: PipelineHooks(
                 watchdog: { notifier.watchdog() },
                 housekeeping: { [statusBoard, retention, keys] snapshot, segment in
-                    retention.enforce(nowWallNs: MonotonicToWall.wallNowNs(), keeping: segment)
+                    retention.enforce(nowWallNs: MonotonicToWall.wallNowNs())
                     statusBoard.publish(snapshot, segment: segment, sessions: keys?.liveSessionCount ?? 0)
                 }),
             settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20,
@@ -104,7 +102,8 @@ public final class DaemonRuntime: @unchecked Sendable {
         mailbox.send(.reconfigure(PipelineChanges(
             reorderWindowNs: newConfig.reorderWindow.nanoseconds,
             rotation: (newConfig.rotateEvery.nanoseconds, newConfig.flushEvery.nanoseconds))))
-        retention.update(maxTotalBytes: newConfig.maxTotalSizeBytes, maxAgeNs: newConfig.maxAge.nanoseconds)
+        retention.replace(Retention(directory: newConfig.segmentDirectory, maxTotalBytes: newConfig.maxTotalSizeBytes,
+                                    maxAgeNs: newConfig.maxAge.nanoseconds, logger: logger))
         for key in [ConfigKey.segmentDir, .snaplen, .ringBufferSize] where newConfig.changes(from: old).contains(where: { $0.key == key }) {
             logger.warning("\(key.rawValue) changes only on restart")
         }
@@ -124,3 +123,17 @@ public final class DaemonRuntime: @unchecked Sendable {
     }
 }
 
+
+/// The retention limits in force; reload replaces them while the pipeline thread enforces them.
+private final class RetentionPolicy: @unchecked Sendable {
+    private let lock = PThreadMutexCondition()
+    private var current: Retention
+
+    init(_ retention: Retention) { current = retention }
+
+    func replace(_ retention: Retention) { lock.locked { current = retention } }
+
+    func enforce(nowWallNs: UInt64) {
+        lock.locked { current }.enforce(nowWallNs: nowWallNs)
+    }
+}

@@ -24,8 +24,8 @@ public final class SegmentWriter {
     }
 
     public let directory: String
-    public let rotateEveryNs: UInt64
-    public let flushEveryNs: UInt64
+    public private(set) var rotateEveryNs: UInt64
+    public private(set) var flushEveryNs: UInt64
     public let snapLength: UInt32
     public private(set) var statistics = Statistics()
 
@@ -137,6 +137,14 @@ public final class SegmentWriter {
     }
 
     /// Finishes the current segment (ISBs, last frame, fsync, rename). Call at shutdown.
+    /// New rotation and flush periods (on reload). The open segment keeps the period it was opened
+    /// for; the next one is cut to the new rotation, and the next flush is due by the new period.
+    public func reconfigure(rotateEveryNs: UInt64, flushEveryNs: UInt64) {
+        precondition(rotateEveryNs >= 1_000_000_000 && flushEveryNs > 0, "rotation must be ≥ 1s and flushes > 0")
+        self.rotateEveryNs = rotateEveryNs
+        self.flushEveryNs = flushEveryNs
+    }
+
     public func close() {
         finishSegment()
     }

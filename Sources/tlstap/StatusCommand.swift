@@ -22,7 +22,7 @@ struct StatusCommand: AsyncParsableCommand {
         do {
             status = try DaemonStatus.read(from: path)
         } catch {
-            printError("tlstap status: no running daemon found (\(path) unreadable: \(error))")
+            printError("status: no running daemon found (\(path) unreadable: \(error))")
             throw ExitCode(3)
         }
         if json {
