@@ -85,7 +85,9 @@ extension Discovery {
         mountedInodes = mounts
         for (inode, points) in mounts.sorted(by: { $0.key < $1.key }) {
             if let namespace = namespaces[inode] {
+                let hadName = !namespace.mountPoints.isEmpty
                 namespace.mountPoints = points
+                if !hadName && inode != hostInode { renameFromMount(namespace) }
             } else {
                 do {
                     try addNamespace(inode, pids: [], waitForDump: false)
@@ -98,6 +100,16 @@ extension Discovery {
             namespaces[inode]?.mountPoints = []
             removeIfUnreferenced(inode)
         }
+    }
+
+    /// `ip netns add` unshares before it mounts, so its namespace may first be seen through the `ip`
+    /// process itself; once the mount appears, report the namespace again under its real name.
+    private func renameFromMount(_ namespace: WatchedNamespace) {
+        let origin = Origin.describe(isHost: false, mountPoints: namespace.mountPoints, pids: Array(namespace.members))
+        guard origin != namespace.info.origin else { return }
+        namespace.info.origin = origin
+        for ifindex in namespace.interfaces.keys { namespace.interfaces[ifindex]?.description = origin }
+        emit(.namespaceAdded(namespace.info))
     }
 
     func handleLinks(inode: UInt64) {
@@ -127,7 +139,7 @@ extension Discovery {
 
     /// Starts watching `inode`: opens it through a pid inside it or a mount, reports it, lists its links.
     func addNamespace(_ inode: UInt64, pids: [Int32], waitForDump: Bool) throws {
-        guard let netnsThread, let loop else { return }
+        guard let home, let loop else { return }
         let points = mountedInodes[inode] ?? []
         let candidates = points + pids.sorted().map { "/proc/\($0)/ns/net" }
         let origin = Origin.describe(isHost: inode == hostInode, mountPoints: points, pids: pids)
@@ -135,7 +147,7 @@ extension Discovery {
         for path in candidates + (inode == hostInode ? ["/proc/self/ns/net"] : []) {
             let namespace: WatchedNamespace
             do {
-                namespace = try WatchedNamespace(inode: inode, openPath: path, origin: origin, netnsThread: netnsThread)
+                namespace = try WatchedNamespace(inode: inode, openPath: path, origin: origin, home: home)
             } catch {
                 lastError = error
                 continue

@@ -22,8 +22,8 @@ import TapCore
 /// both, so the kernel can destroy it. A namespace kept alive only by another program's open fd or
 /// socket, or only by a thread (not a process) inside it, is not seen.
 ///
-/// Events go to `handler`, on the caller's thread during `start()` (the initial inventory, complete
-/// when `start()` returns) and on the discovery thread afterwards. `NetnsInfo.path` is valid from
+/// Events go to `handler`, always on the discovery thread; the initial inventory is complete when
+/// `start()` returns. `NetnsInfo.path` is valid from
 /// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
 /// (attach/detach) synchronously and quickly, since it delays the events behind it.
 public final class Discovery: @unchecked Sendable {
@@ -38,13 +38,13 @@ public final class Discovery: @unchecked Sendable {
     let hostInode: UInt64
 
     // Owned resources, created in `start()`, released in `stop()`.
-    var netnsThread: NetnsThread?
+    var home: HomeNamespace?
     var loop: EventLoop?
     var procConnector: ProcConnector?
     var mountinfo: OwnedFD?
     private var thread: pthread_t?
 
-    /// Discovery state; touched only by the thread running `start()` and then by the discovery thread.
+    /// Discovery state; touched only by the discovery thread (and by `start`/`stop` while it is not running).
     var namespaces: [UInt64: WatchedNamespace] = [:]
     var pidNamespace: [Int32: UInt64] = [:]
     var mountedInodes: [UInt64: [String]] = [:]
@@ -52,6 +52,8 @@ public final class Discovery: @unchecked Sendable {
     private let lock = PThreadMutexCondition()
     private var state = State.idle
     private var stopRequested = false
+    private let initialDone = PThreadMutexCondition()
+    private var initialResult: Result<Void, any Error>?
     private var published: (namespaces: [UInt64: NetnsInfo], interfaces: [InterfaceKey: InterfaceInfo]) = ([:], [:])
 
     static let procToken: UInt64 = 1
@@ -76,7 +78,7 @@ public final class Discovery: @unchecked Sendable {
             state = .running
         }
         do {
-            netnsThread = try NetnsThread(name: "discover-netns")
+            home = try HomeNamespace()
             let loop = try EventLoop()
             self.loop = loop
             // Subscribe before scanning so nothing that happens during the scan is missed.
@@ -87,9 +89,18 @@ public final class Discovery: @unchecked Sendable {
             mountinfo = mounts
             try loop.add(mounts.raw, token: Self.mountToken, priority: true)
 
-            try initialScan()
             try startThread()
+            // The thread takes the initial inventory first; wait for it so the caller can attach
+            // everything before it says ready.
+            initialDone.wait { initialResult != nil }
+            try initialDone.locked { try initialResult!.get() }
         } catch {
+            if let thread {
+                lock.locked { stopRequested = true }
+                loop?.wake()
+                pthread_join(thread, nil)
+                self.thread = nil
+            }
             releaseResources()
             lock.locked { state = .stopped }
             throw error
@@ -148,7 +159,9 @@ public final class Discovery: @unchecked Sendable {
 
     /// The discovery thread: waits on every source, handles what is ready, rescans when due.
     private func run() {
-        guard let loop else { return }
+        let outcome = Result { try initialScan() }
+        initialDone.signalAll { initialResult = outcome }
+        guard case .success = outcome, let loop else { return }
         let clock = ContinuousClock()
         var nextRescan = clock.now + rescanInterval
         while true {
@@ -184,8 +197,8 @@ public final class Discovery: @unchecked Sendable {
         mountinfo = nil
         loop?.close()
         loop = nil
-        netnsThread?.shutdown()
-        netnsThread = nil
+        home?.close()
+        home = nil
         lock.locked { published = ([:], [:]) }
     }
 }
