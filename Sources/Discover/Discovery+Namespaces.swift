@@ -50,24 +50,29 @@ extension Discovery {
         for event in events {
             switch event {
             case .started(let pid):
-                guard let inode = NamespaceScan.netnsInode(pid: pid), inode != hostInode else {
-                    if let old = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: old) }
-                    continue
-                }
-                if let old = pidNamespace[pid], old != inode { processLeft(pid, namespace: old) }
-                pidNamespace[pid] = inode
-                if let namespace = namespaces[inode] {
-                    namespace.members.insert(pid)
-                } else {
-                    do {
-                        try addNamespace(inode, pids: [pid], waitForDump: false)
-                    } catch {
-                        logger.debug("new netns vanished before it could be opened",
-                                     metadata: ["TLSTAP_NETNS": "\(inode)", "TLSTAP_PID": "\(pid)", "error": "\(error)"])
-                    }
-                }
+                processStarted(pid)
             case .exited(let pid):
                 if let inode = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: inode) }
+            }
+        }
+    }
+
+    /// A process started, exec'd or joined a cgroup: if it is in a namespace we do not know, watch it.
+    func processStarted(_ pid: Int32) {
+        guard let inode = NamespaceScan.netnsInode(pid: pid), inode != hostInode else {
+            if let old = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: old) }
+            return
+        }
+        if let old = pidNamespace[pid], old != inode { processLeft(pid, namespace: old) }
+        pidNamespace[pid] = inode
+        if let namespace = namespaces[inode] {
+            namespace.members.insert(pid)
+        } else {
+            do {
+                try addNamespace(inode, pids: [pid], waitForDump: false)
+            } catch {
+                logger.debug("new netns vanished before it could be opened",
+                             metadata: ["TLSTAP_NETNS": "\(inode)", "TLSTAP_PID": "\(pid)", "error": "\(error)"])
             }
         }
     }

@@ -11,6 +11,8 @@ import TapCore
 /// - `/proc/self/mountinfo` polled with `EPOLLPRI` (the kernel signals every mount table change):
 ///   nsfs bind mounts appearing and disappearing (`ip netns add/del`, Docker, CNI), whatever
 ///   directory they live in — this replaces inotify on /run/netns, which cannot see a bind mount;
+/// - inotify on the cgroup tree (`CgroupWatch`): a runtime writing a pid into a new container's
+///   cgroup makes discovery check that cgroup's processes — a second source beside the connector;
 /// - one rtnetlink socket per namespace (RTM_NEWLINK/RTM_DELLINK), opened inside it;
 /// - a full rescan every `rescanInterval`, only as a backstop for what the streams cannot say
 ///   (a process that `setns` without exec, proc connector overflow).
@@ -42,6 +44,7 @@ public final class Discovery: @unchecked Sendable {
     var loop: EventLoop?
     var procConnector: ProcConnector?
     var mountinfo: OwnedFD?
+    var cgroups: CgroupWatch?
     private var thread: pthread_t?
 
     /// Discovery state; touched only by the discovery thread (and by `start`/`stop` while it is not running).
@@ -58,6 +61,7 @@ public final class Discovery: @unchecked Sendable {
 
     static let procToken: UInt64 = 1
     static let mountToken: UInt64 = 2
+    static let cgroupToken: UInt64 = 3
 
     public init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
         self.logger = logger
@@ -88,6 +92,9 @@ public final class Discovery: @unchecked Sendable {
             let mounts = try OwnedFD.open("/proc/self/mountinfo", what: "mountinfo")
             mountinfo = mounts
             try loop.add(mounts.raw, token: Self.mountToken, priority: true)
+            let cgroupWatch = try CgroupWatch(mountinfo: NamespaceScan.readAll(mounts.raw), logger: logger)
+            cgroups = cgroupWatch
+            try loop.add(cgroupWatch.inotify.raw, token: Self.cgroupToken)
 
             try startThread()
             // The thread takes the initial inventory first; wait for it so the caller can attach
@@ -174,6 +181,7 @@ public final class Discovery: @unchecked Sendable {
                 case EventLoop.wakeToken: loop.drainWakeups()
                 case Self.procToken: handleProcessEvents()
                 case Self.mountToken: handleMountsChanged()
+                case Self.cgroupToken: for pid in cgroups?.drain() ?? [] { processStarted(pid) }
                 default: handleLinks(inode: token)
                 }
             }
@@ -195,6 +203,8 @@ public final class Discovery: @unchecked Sendable {
         procConnector = nil
         mountinfo?.close()
         mountinfo = nil
+        cgroups?.close()
+        cgroups = nil
         loop?.close()
         loop = nil
         home?.close()

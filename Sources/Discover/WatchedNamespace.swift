@@ -50,10 +50,12 @@ final class WatchedNamespace {
         self.namespaceFD = fd
     }
 
-    /// Starts a full link dump; its answers come through `apply`.
+    /// Starts a full link dump; its answers come through `apply`. Does nothing while one is running
+    /// (the kernel would refuse a second with EBUSY, and that one will reconcile anyway).
     func requestDump() throws(SystemError) {
-        dumpSeen = []
+        guard dumpSeen == nil else { return }
         try route.requestDump()
+        dumpSeen = []
     }
 
     /// Applies link messages to the interface table and returns the events they mean, in order.

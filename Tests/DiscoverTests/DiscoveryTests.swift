@@ -4,9 +4,12 @@ import Testing
 @testable import Discover
 import TapCore
 
-/// Real kernel, real `ip`: run as root. Serialized because they count this process's descriptors
-/// and share the `dc` namespace prefix.
-@Suite(.serialized) struct DiscoveryTests {
+/// Real kernel, real `ip`: run as root. Every discovery test is serialized (nested in this suite)
+/// because they count this process's descriptors and share the `dc` namespace prefix.
+@Suite(.serialized) struct DiscoverTests {}
+
+extension DiscoverTests {
+@Suite struct DiscoveryTests {
     init() {
         // Leftovers from an interrupted run would confuse the assertions.
         sh("for n in $(ip netns list | awk '{print $1}' | grep '^dc-'); do ip netns del $n; done; ip link del dc-lk0 2>/dev/null; true")
@@ -169,4 +172,5 @@ import TapCore
         }
         #expect(!discovery.snapshot().namespaces.contains { deleted.contains($0.inode) })
     }
+}
 }
