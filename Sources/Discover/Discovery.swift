@@ -27,7 +27,9 @@ import TapCore
 /// Events go to `handler`, always on the discovery thread; the initial inventory is complete when
 /// `start()` returns. `NetnsInfo.path` is valid from
 /// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
-/// (attach/detach) synchronously and quickly, since it delays the events behind it.
+/// (attach/detach) synchronously and quickly, since it delays the events behind it, and must not
+/// call `stop()` (that joins the thread the handler runs on). `Discovery.stream` offers the same
+/// events as an `AsyncStream` for consumers that do not need that guarantee.
 public final class Discovery: @unchecked Sendable {
     public typealias Handler = @Sendable (DiscoveryEvent) -> Void
 
@@ -63,10 +65,18 @@ public final class Discovery: @unchecked Sendable {
     static let mountToken: UInt64 = 2
     static let cgroupToken: UInt64 = 3
 
-    public init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
+    /// Called once after `stop()` has delivered its last event (the stream form uses it to finish).
+    private let onStop: (@Sendable () -> Void)?
+
+    public convenience init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
+        self.init(logger: logger, rescanInterval: rescanInterval, handler: handler, onStop: nil)
+    }
+
+    init(logger: Logger, rescanInterval: Duration, handler: @escaping Handler, onStop: (@Sendable () -> Void)?) {
         self.logger = logger
         self.rescanInterval = rescanInterval
         self.handler = handler
+        self.onStop = onStop
         hostInode = NamespaceScan.netnsInode("/proc/1/ns/net") ?? NamespaceScan.netnsInode("/proc/self/ns/net") ?? 0
     }
 
@@ -126,6 +136,7 @@ public final class Discovery: @unchecked Sendable {
         if let thread { pthread_join(thread, nil) }
         thread = nil
         releaseResources()
+        onStop?()
     }
 
     /// What is being watched right now.
@@ -210,5 +221,16 @@ public final class Discovery: @unchecked Sendable {
         home?.close()
         home = nil
         lock.locked { published = ([:], [:]) }
+    }
+}
+
+extension Discovery {
+    /// Discovery whose events arrive as an unbounded `AsyncStream`, finished by `stop()`. Call
+    /// `start()` on the returned object; the initial inventory is buffered in the stream when it returns.
+    public static func stream(logger: Logger, rescanInterval: Duration = .seconds(5)) -> (Discovery, AsyncStream<DiscoveryEvent>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: DiscoveryEvent.self, bufferingPolicy: .unbounded)
+        let discovery = Discovery(logger: logger, rescanInterval: rescanInterval,
+                                  handler: { continuation.yield($0) }, onStop: { continuation.finish() })
+        return (discovery, stream)
     }
 }

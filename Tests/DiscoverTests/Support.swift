@@ -97,3 +97,16 @@ extension DiscoveryEvent {
     var addedInterface: InterfaceInfo? { if case .interfaceAdded(let info, _) = self { info } else { nil } }
     var removedInterface: InterfaceKey? { if case .interfaceRemoved(let key) = self { key } else { nil } }
 }
+
+/// This process's descriptors, the nsfs inodes among them, and what discovery reports, taken while
+/// the reported set stays the same (other engineers' namespaces may change it in between).
+func stableView(_ discovery: Discovery) throws -> (fds: [String], held: Set<UInt64>, namespaces: [NetnsInfo]) {
+    for _ in 0..<20 {
+        let before = discovery.snapshot().namespaces
+        let fds = openDescriptors()
+        let held = heldNamespaceInodes()
+        if discovery.snapshot().namespaces == before { return (fds, held, before) }
+        usleep(50_000)
+    }
+    throw SystemError("namespaces kept changing", errno: EAGAIN)
+}
