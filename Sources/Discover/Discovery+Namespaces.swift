@@ -86,7 +86,6 @@ extension Discovery {
 
     func handleMountsChanged() {
         let mounts = readMounts()
-        let before = mountedInodes
         mountedInodes = mounts
         for (inode, points) in mounts.sorted(by: { $0.key < $1.key }) {
             if let namespace = namespaces[inode] {
@@ -101,8 +100,11 @@ extension Discovery {
                 }
             }
         }
-        for inode in before.keys.sorted() where mounts[inode] == nil {
-            namespaces[inode]?.mountPoints = []
+        // Compare with what each namespace last knew, not with the previous read: others
+        // (`removeIfUnreferenced`, `rescan`) read the table too, and an unmount must not slip by.
+        for (inode, namespace) in namespaces.sorted(by: { $0.key < $1.key })
+        where !namespace.mountPoints.isEmpty && mounts[inode] == nil {
+            namespace.mountPoints = []
             removeIfUnreferenced(inode)
         }
     }
@@ -138,7 +140,11 @@ extension Discovery {
             for pid in inside { pidNamespace[pid] = inode }
             return
         }
-        if readMounts()[inode] != nil { return }
+        mountedInodes = readMounts()
+        if let points = mountedInodes[inode] {
+            namespace.mountPoints = points
+            return
+        }
         removeNamespace(inode, reason: "no process or mount refers to it")
     }
 
@@ -196,8 +202,8 @@ extension Discovery {
         namespace.close()
     }
 
-    /// nsfs network-namespace mounts, read through the watched mountinfo fd (rewound) so that reading
-    /// also re-arms its change notification.
+    /// nsfs network-namespace mounts, read through the watched mountinfo fd, rewound. (The kernel
+    /// re-arms the change notification in poll, not in read, so reading here loses no event.)
     func readMounts() -> [UInt64: [String]] {
         guard let mountinfo else { return [:] }
         lseek(mountinfo.raw, 0, SEEK_SET)
