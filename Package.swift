@@ -93,5 +93,6 @@ let package = Package(
         // leaving stale filters for the stale-cleanup test to find.
         .executableTarget(name: "capture-probe", dependencies: ["Attach", "Discover", "TapCore"], path: "Tests/CaptureProbe"),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TapCore"]),
+        .testTarget(name: "DiscoverTests", dependencies: ["Discover", "TapCore"]),
     ]
 )

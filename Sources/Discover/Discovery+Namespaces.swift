@@ -50,24 +50,29 @@ extension Discovery {
         for event in events {
             switch event {
             case .started(let pid):
-                guard let inode = NamespaceScan.netnsInode(pid: pid), inode != hostInode else {
-                    if let old = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: old) }
-                    continue
-                }
-                if let old = pidNamespace[pid], old != inode { processLeft(pid, namespace: old) }
-                pidNamespace[pid] = inode
-                if let namespace = namespaces[inode] {
-                    namespace.members.insert(pid)
-                } else {
-                    do {
-                        try addNamespace(inode, pids: [pid], waitForDump: false)
-                    } catch {
-                        logger.debug("new netns vanished before it could be opened",
-                                     metadata: ["TLSTAP_NETNS": "\(inode)", "TLSTAP_PID": "\(pid)", "error": "\(error)"])
-                    }
-                }
+                processStarted(pid)
             case .exited(let pid):
                 if let inode = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: inode) }
+            }
+        }
+    }
+
+    /// A process started, exec'd or joined a cgroup: if it is in a namespace we do not know, watch it.
+    func processStarted(_ pid: Int32) {
+        guard let inode = NamespaceScan.netnsInode(pid: pid), inode != hostInode else {
+            if let old = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: old) }
+            return
+        }
+        if let old = pidNamespace[pid], old != inode { processLeft(pid, namespace: old) }
+        pidNamespace[pid] = inode
+        if let namespace = namespaces[inode] {
+            namespace.members.insert(pid)
+        } else {
+            do {
+                try addNamespace(inode, pids: [pid], waitForDump: false)
+            } catch {
+                logger.debug("new netns vanished before it could be opened",
+                             metadata: ["TLSTAP_NETNS": "\(inode)", "TLSTAP_PID": "\(pid)", "error": "\(error)"])
             }
         }
     }
@@ -81,11 +86,12 @@ extension Discovery {
 
     func handleMountsChanged() {
         let mounts = readMounts()
-        let before = mountedInodes
         mountedInodes = mounts
         for (inode, points) in mounts.sorted(by: { $0.key < $1.key }) {
             if let namespace = namespaces[inode] {
+                let hadName = !namespace.mountPoints.isEmpty
                 namespace.mountPoints = points
+                if !hadName && inode != hostInode { renameFromMount(namespace) }
             } else {
                 do {
                     try addNamespace(inode, pids: [], waitForDump: false)
@@ -94,10 +100,23 @@ extension Discovery {
                 }
             }
         }
-        for inode in before.keys.sorted() where mounts[inode] == nil {
-            namespaces[inode]?.mountPoints = []
+        // Compare with what each namespace last knew, not with the previous read: others
+        // (`removeIfUnreferenced`, `rescan`) read the table too, and an unmount must not slip by.
+        for (inode, namespace) in namespaces.sorted(by: { $0.key < $1.key })
+        where !namespace.mountPoints.isEmpty && mounts[inode] == nil {
+            namespace.mountPoints = []
             removeIfUnreferenced(inode)
         }
+    }
+
+    /// `ip netns add` unshares before it mounts, so its namespace may first be seen through the `ip`
+    /// process itself; once the mount appears, report the namespace again under its real name.
+    private func renameFromMount(_ namespace: WatchedNamespace) {
+        let origin = Origin.describe(isHost: false, mountPoints: namespace.mountPoints, pids: Array(namespace.members))
+        guard origin != namespace.info.origin else { return }
+        namespace.info.origin = origin
+        for ifindex in namespace.interfaces.keys { namespace.interfaces[ifindex]?.description = origin }
+        emit(.namespaceAdded(namespace.info))
     }
 
     func handleLinks(inode: UInt64) {
@@ -121,13 +140,17 @@ extension Discovery {
             for pid in inside { pidNamespace[pid] = inode }
             return
         }
-        if readMounts()[inode] != nil { return }
+        mountedInodes = readMounts()
+        if let points = mountedInodes[inode] {
+            namespace.mountPoints = points
+            return
+        }
         removeNamespace(inode, reason: "no process or mount refers to it")
     }
 
     /// Starts watching `inode`: opens it through a pid inside it or a mount, reports it, lists its links.
     func addNamespace(_ inode: UInt64, pids: [Int32], waitForDump: Bool) throws {
-        guard let netnsThread, let loop else { return }
+        guard let home, let loop else { return }
         let points = mountedInodes[inode] ?? []
         let candidates = points + pids.sorted().map { "/proc/\($0)/ns/net" }
         let origin = Origin.describe(isHost: inode == hostInode, mountPoints: points, pids: pids)
@@ -135,7 +158,7 @@ extension Discovery {
         for path in candidates + (inode == hostInode ? ["/proc/self/ns/net"] : []) {
             let namespace: WatchedNamespace
             do {
-                namespace = try WatchedNamespace(inode: inode, openPath: path, origin: origin, netnsThread: netnsThread)
+                namespace = try WatchedNamespace(inode: inode, openPath: path, origin: origin, home: home)
             } catch {
                 lastError = error
                 continue
@@ -179,8 +202,8 @@ extension Discovery {
         namespace.close()
     }
 
-    /// nsfs network-namespace mounts, read through the watched mountinfo fd (rewound) so that reading
-    /// also re-arms its change notification.
+    /// nsfs network-namespace mounts, read through the watched mountinfo fd, rewound. (The kernel
+    /// re-arms the change notification in poll, not in read, so reading here loses no event.)
     func readMounts() -> [UInt64: [String]] {
         guard let mountinfo else { return [:] }
         lseek(mountinfo.raw, 0, SEEK_SET)

@@ -11,6 +11,8 @@ import TapCore
 /// - `/proc/self/mountinfo` polled with `EPOLLPRI` (the kernel signals every mount table change):
 ///   nsfs bind mounts appearing and disappearing (`ip netns add/del`, Docker, CNI), whatever
 ///   directory they live in — this replaces inotify on /run/netns, which cannot see a bind mount;
+/// - inotify on the cgroup tree (`CgroupWatch`): a runtime writing a pid into a new container's
+///   cgroup makes discovery check that cgroup's processes — a second source beside the connector;
 /// - one rtnetlink socket per namespace (RTM_NEWLINK/RTM_DELLINK), opened inside it;
 /// - a full rescan every `rescanInterval`, only as a backstop for what the streams cannot say
 ///   (a process that `setns` without exec, proc connector overflow).
@@ -22,10 +24,12 @@ import TapCore
 /// both, so the kernel can destroy it. A namespace kept alive only by another program's open fd or
 /// socket, or only by a thread (not a process) inside it, is not seen.
 ///
-/// Events go to `handler`, on the caller's thread during `start()` (the initial inventory, complete
-/// when `start()` returns) and on the discovery thread afterwards. `NetnsInfo.path` is valid from
+/// Events go to `handler`, always on the discovery thread; the initial inventory is complete when
+/// `start()` returns. `NetnsInfo.path` is valid from
 /// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
-/// (attach/detach) synchronously and quickly, since it delays the events behind it.
+/// (attach/detach) synchronously and quickly, since it delays the events behind it, and must not
+/// call `stop()` (that joins the thread the handler runs on). `Discovery.stream` offers the same
+/// events as an `AsyncStream` for consumers that do not need that guarantee.
 public final class Discovery: @unchecked Sendable {
     public typealias Handler = @Sendable (DiscoveryEvent) -> Void
 
@@ -38,13 +42,14 @@ public final class Discovery: @unchecked Sendable {
     let hostInode: UInt64
 
     // Owned resources, created in `start()`, released in `stop()`.
-    var netnsThread: NetnsThread?
+    var home: HomeNamespace?
     var loop: EventLoop?
     var procConnector: ProcConnector?
     var mountinfo: OwnedFD?
+    var cgroups: CgroupWatch?
     private var thread: pthread_t?
 
-    /// Discovery state; touched only by the thread running `start()` and then by the discovery thread.
+    /// Discovery state; touched only by the discovery thread (and by `start`/`stop` while it is not running).
     var namespaces: [UInt64: WatchedNamespace] = [:]
     var pidNamespace: [Int32: UInt64] = [:]
     var mountedInodes: [UInt64: [String]] = [:]
@@ -52,15 +57,26 @@ public final class Discovery: @unchecked Sendable {
     private let lock = PThreadMutexCondition()
     private var state = State.idle
     private var stopRequested = false
+    private let initialDone = PThreadMutexCondition()
+    private var initialResult: Result<Void, any Error>?
     private var published: (namespaces: [UInt64: NetnsInfo], interfaces: [InterfaceKey: InterfaceInfo]) = ([:], [:])
 
     static let procToken: UInt64 = 1
     static let mountToken: UInt64 = 2
+    static let cgroupToken: UInt64 = 3
 
-    public init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
+    /// Called once after `stop()` has delivered its last event (the stream form uses it to finish).
+    private let onStop: (@Sendable () -> Void)?
+
+    public convenience init(logger: Logger, rescanInterval: Duration = .seconds(5), handler: @escaping Handler) {
+        self.init(logger: logger, rescanInterval: rescanInterval, handler: handler, onStop: nil)
+    }
+
+    init(logger: Logger, rescanInterval: Duration, handler: @escaping Handler, onStop: (@Sendable () -> Void)?) {
         self.logger = logger
         self.rescanInterval = rescanInterval
         self.handler = handler
+        self.onStop = onStop
         hostInode = NamespaceScan.netnsInode("/proc/1/ns/net") ?? NamespaceScan.netnsInode("/proc/self/ns/net") ?? 0
     }
 
@@ -76,7 +92,7 @@ public final class Discovery: @unchecked Sendable {
             state = .running
         }
         do {
-            netnsThread = try NetnsThread(name: "discover-netns")
+            home = try HomeNamespace()
             let loop = try EventLoop()
             self.loop = loop
             // Subscribe before scanning so nothing that happens during the scan is missed.
@@ -86,10 +102,22 @@ public final class Discovery: @unchecked Sendable {
             let mounts = try OwnedFD.open("/proc/self/mountinfo", what: "mountinfo")
             mountinfo = mounts
             try loop.add(mounts.raw, token: Self.mountToken, priority: true)
+            let cgroupWatch = try CgroupWatch(mountinfo: NamespaceScan.readAll(mounts.raw), logger: logger)
+            cgroups = cgroupWatch
+            try loop.add(cgroupWatch.inotify.raw, token: Self.cgroupToken)
 
-            try initialScan()
             try startThread()
+            // The thread takes the initial inventory first; wait for it so the caller can attach
+            // everything before it says ready.
+            initialDone.wait { initialResult != nil }
+            try initialDone.locked { try initialResult!.get() }
         } catch {
+            if let thread {
+                lock.locked { stopRequested = true }
+                loop?.wake()
+                pthread_join(thread, nil)
+                self.thread = nil
+            }
             releaseResources()
             lock.locked { state = .stopped }
             throw error
@@ -108,6 +136,7 @@ public final class Discovery: @unchecked Sendable {
         if let thread { pthread_join(thread, nil) }
         thread = nil
         releaseResources()
+        onStop?()
     }
 
     /// What is being watched right now.
@@ -148,7 +177,9 @@ public final class Discovery: @unchecked Sendable {
 
     /// The discovery thread: waits on every source, handles what is ready, rescans when due.
     private func run() {
-        guard let loop else { return }
+        let outcome = Result { try initialScan() }
+        initialDone.signalAll { initialResult = outcome }
+        guard case .success = outcome, let loop else { return }
         let clock = ContinuousClock()
         var nextRescan = clock.now + rescanInterval
         while true {
@@ -161,6 +192,7 @@ public final class Discovery: @unchecked Sendable {
                 case EventLoop.wakeToken: loop.drainWakeups()
                 case Self.procToken: handleProcessEvents()
                 case Self.mountToken: handleMountsChanged()
+                case Self.cgroupToken: for pid in cgroups?.drain() ?? [] { processStarted(pid) }
                 default: handleLinks(inode: token)
                 }
             }
@@ -182,10 +214,23 @@ public final class Discovery: @unchecked Sendable {
         procConnector = nil
         mountinfo?.close()
         mountinfo = nil
+        cgroups?.close()
+        cgroups = nil
         loop?.close()
         loop = nil
-        netnsThread?.shutdown()
-        netnsThread = nil
+        home?.close()
+        home = nil
         lock.locked { published = ([:], [:]) }
+    }
+}
+
+extension Discovery {
+    /// Discovery whose events arrive as an unbounded `AsyncStream`, finished by `stop()`. Call
+    /// `start()` on the returned object; the initial inventory is buffered in the stream when it returns.
+    public static func stream(logger: Logger, rescanInterval: Duration = .seconds(5)) -> (Discovery, AsyncStream<DiscoveryEvent>) {
+        let (stream, continuation) = AsyncStream.makeStream(of: DiscoveryEvent.self, bufferingPolicy: .unbounded)
+        let discovery = Discovery(logger: logger, rescanInterval: rescanInterval,
+                                  handler: { continuation.yield($0) }, onStop: { continuation.finish() })
+        return (discovery, stream)
     }
 }

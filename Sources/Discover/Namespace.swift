@@ -20,6 +20,8 @@ public struct NetnsInfo: Hashable, Sendable {
 
 /// What discovery reports, in the order things happen.
 public enum DiscoveryEvent: Sendable {
+    /// Also sent again for an inode already reported when its origin improves (an `ip netns` name
+    /// that appears just after the namespace was found through a process); same cookie and path.
     case namespaceAdded(NetnsInfo)
     case namespaceRemoved(inode: UInt64)
     case interfaceAdded(InterfaceInfo, netns: NetnsInfo)

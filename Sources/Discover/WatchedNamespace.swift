@@ -10,7 +10,8 @@ import CLibBPF
 /// nothing outside tlstap refers to it any more; `Discovery` decides when.
 final class WatchedNamespace {
     let inode: UInt64
-    let info: NetnsInfo
+    /// What was last reported; the origin can improve once (a mount name appears after its process).
+    var info: NetnsInfo
     private let namespaceFD: OwnedFD
     let route: RouteSocket
     /// Interfaces reported so far, by ifindex.
@@ -24,7 +25,7 @@ final class WatchedNamespace {
 
     /// Opens `openPath` (a `/proc/PID/ns/net` or an nsfs mount), checks it is still namespace `inode`
     /// (the pid may have exited and been reused), and opens the rtnetlink socket inside it.
-    init(inode: UInt64, openPath: String, origin: String, netnsThread: NetnsThread) throws {
+    init(inode: UInt64, openPath: String, origin: String, home: HomeNamespace) throws {
         let fd = try OwnedFD.open(openPath, what: "netns \(inode)")
         do {
             var status = stat()
@@ -33,7 +34,7 @@ final class WatchedNamespace {
                 throw SystemError("open netns \(inode) via \(openPath): now a different namespace", errno: ESRCH)
             }
             let path = "/proc/self/fd/\(fd.raw)"
-            route = try netnsThread.run(in: path) { try RouteSocket() }
+            route = try home.run(inside: fd.raw, what: "netns \(inode)") { try RouteSocket() }
             do {
                 let cookie = try route.netnsCookie()
                 info = NetnsInfo(inode: inode, cookie: cookie, path: path, origin: origin)
@@ -49,10 +50,12 @@ final class WatchedNamespace {
         self.namespaceFD = fd
     }
 
-    /// Starts a full link dump; its answers come through `apply`.
+    /// Starts a full link dump; its answers come through `apply`. Does nothing while one is running
+    /// (the kernel would refuse a second with EBUSY, and that one will reconcile anyway).
     func requestDump() throws(SystemError) {
-        dumpSeen = []
+        guard dumpSeen == nil else { return }
         try route.requestDump()
+        dumpSeen = []
     }
 
     /// Applies link messages to the interface table and returns the events they mean, in order.
