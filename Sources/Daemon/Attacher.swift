@@ -18,6 +18,10 @@ final class Attacher: @unchecked Sendable {
     private var config: TapConfig
     private var namespaces: [UInt64: NetnsInfo] = [:]
     private(set) var failures: UInt64 = 0
+    /// Set on stop: no new attachments, so `detachAll` leaves nothing behind.
+    private var closed = false
+    /// Serialises an attachment with `detachAll`, so none can slip in after it.
+    private let serial = PThreadMutexCondition()
 
     init(table: TCAttachmentTable, registry: InterfaceRegistry, config: TapConfig, logger: Logger) {
         self.table = table
@@ -45,8 +49,22 @@ final class Attacher: @unchecked Sendable {
         }
     }
 
+    /// Detaches every interface while discovery still holds the namespaces open (their paths are
+    /// valid only until discovery stops), and refuses attachments from then on.
+    func detachAll() {
+        serial.locked {
+            lock.locked { closed = true }
+            table.detachAll()
+        }
+    }
+
     private func attach(_ info: InterfaceInfo, in netns: NetnsInfo) {
-        let wanted = lock.locked { config.captures(info) }
+        serial.locked { attachSerially(info, in: netns) }
+    }
+
+    private func attachSerially(_ info: InterfaceInfo, in netns: NetnsInfo) {
+        let (wanted, closed) = lock.locked { (config.captures(info), self.closed) }
+        guard !closed else { return }
         guard wanted else {
             logger.debug("interface excluded by configuration", metadata: metadata(info))
             return
@@ -64,6 +82,7 @@ final class Attacher: @unchecked Sendable {
     }
 
     private func detach(_ key: InterfaceKey, reason: String) {
+        guard table.isAttached(key) else { return }
         do {
             try table.detach(key)
         } catch {

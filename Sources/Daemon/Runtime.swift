@@ -113,8 +113,8 @@ public final class DaemonRuntime: @unchecked Sendable {
     public func stop() {
         guard state == .running else { return }
         state = .stopped
+        attacher.detachAll()
         discovery.stop()
-        table.detachAll()
         mailbox.send(.stop)
         pipelineThread.join()
         capture.close()
