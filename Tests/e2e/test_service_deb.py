@@ -46,6 +46,11 @@ def journal(host, *match):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+def native_records(host):
+    """Records tlstap wrote with sd_journal_sendv, not lines the runtime may print on stderr."""
+    return [r for r in journal(host) if r.get("SYSLOG_IDENTIFIER") == "tlstap" and r.get("_TRANSPORT") == "journal"]
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,6 +115,10 @@ def test_deb_installs_runs_reloads_and_purges(deb, host, tmp_path):
     host.run("systemctl", "reload", "tlstap")
     assert host.run("systemctl", "is-active", "tlstap", check=False).stdout.strip() == "active"
 
+    # Journal: structured records from the service (start and reload have logged by now).
+    ours = wait_for(lambda: native_records(host), 5, "a native SYSLOG_IDENTIFIER=tlstap journal record")
+    assert all("PRIORITY" in r and "CODE_FILE" in r for r in ours)
+    assert any(k.startswith("TLSTAP_") for r in ours for k in r), "no TLSTAP_* field"
     # TLS traffic inside the host; the key log of curl is kept only to prove keys never reach the journal.
     start_tls_server(host)
     for _ in range(REQUESTS):
@@ -137,14 +146,8 @@ def test_deb_installs_runs_reloads_and_purges(deb, host, tmp_path):
         decrypted += len([line for line in out.splitlines() if line.strip() == "/"])
     assert decrypted >= REQUESTS, f"decrypted {decrypted} of {REQUESTS} requests from {len(segments)} segments"
 
-    # Journal: structured records from the service.
-    records = journal(host)
-    # Native records (sd_journal_sendv), not lines the runtime may print on stderr.
-    ours = [r for r in records if r.get("SYSLOG_IDENTIFIER") == "tlstap" and r.get("_TRANSPORT") == "journal"]
-    assert ours, f"no native SYSLOG_IDENTIFIER=tlstap record in {len(records)} records"
-    assert all("PRIORITY" in r and "CODE_FILE" in r for r in ours)
-    assert any(k.startswith("TLSTAP_") for r in ours for k in r), "no TLSTAP_* field"
     # `journalctl -u tlstap TLSTAP_SEGMENT=<name>` finds the records about one finished segment.
+    ours = native_records(host)
     names = {os.path.basename(s) for s in segments}
     about = [r["TLSTAP_SEGMENT"] for r in ours if "TLSTAP_SEGMENT" in r]
     named = [n for n in about if os.path.basename(n) in names]
