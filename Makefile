@@ -14,6 +14,8 @@ DEB_TEST  = tshark zstd tcpdump iproute2 iputils-ping curl nginx-light openssl p
             procps psmisc util-linux postgresql mariadb-server mariadb-client nodejs \
             systemd-container debootstrap dpkg-dev fakeroot
 DEB_BENCH = wrk iperf3 hyperfine
+# What packaging/build-deb.sh runs: dpkg-deb and dpkg-shlibdeps, strip, python3 for the man page.
+DEB_PACKAGE = dpkg-dev binutils python3
 
 .PHONY: all build run test unit e2e deps deps-test deb bench clean
 
@@ -48,6 +50,8 @@ e2e: deps-test build
 test: unit e2e
 
 deb: build
+	@missing=$$(for p in $(DEB_PACKAGE); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing)
 	packaging/build-deb.sh $(BIN) $(VERSION) $(ARCH)
 
 bench: deps-test build

@@ -92,7 +92,12 @@ public struct RunOptions: ParsableArguments, Sendable {
     }
 
     private static func help(_ key: ConfigKey, _ text: String, _ valueName: String) -> ArgumentHelp {
-        let value = key.render(.defaults).replacing("\"", with: "")
+        let value: String
+        switch key {
+        case .interfaces: value = TapConfig.defaults.interfaces.joined(separator: ",")
+        case .excludeInterfaces: value = TapConfig.defaults.excludeInterfaces.isEmpty ? "none" : TapConfig.defaults.excludeInterfaces.joined(separator: ",")
+        default: value = key.render(.defaults).replacing("\"", with: "")
+        }
         return ArgumentHelp("\(text) (default: \(value)).", valueName: valueName)
     }
 }

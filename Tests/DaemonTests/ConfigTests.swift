@@ -137,6 +137,19 @@ func fileError(_ text: String) throws -> String {
         #expect(try options(["--config", "/dev/null"] + arguments).resolveWithoutDirectory() == expected)
     }
 
+    @Test func helpNamesEveryFlagWithItsDefault() throws {
+        let help = RunOptions.helpMessage(columns: 1000)
+        let options = try #require(help.split(separator: "OPTIONS:").last)
+        // One entry per option: from its "  --name" to the next option's.
+        let entries = options.split(separator: "\n  -").map { "-" + $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        for key in ConfigKey.allCases {
+            let entry = entries.first { $0.hasPrefix("--\(key.rawValue) ") }
+            #expect(entry?.contains("(default: ") == true, "--\(key.rawValue) help lacks its default: \(entry ?? "missing")")
+        }
+        #expect(help.contains("(default: 5m)"))
+        #expect(help.contains("(default: *)"))
+    }
+
     @Test func interfaceGlobsMatchPlainAndQualifiedNames() {
         var config = TapConfig()
         #expect(config.captures(interface: "eth0", netnsInode: 4026531840))

@@ -179,11 +179,17 @@ class BootedHost:
         with open(self.log.name) as f:
             return f.read()[-3000:]
 
-    def run(self, *cmd, check=True, timeout=60, input=None):
-        """Runs a command inside the container (all its namespaces, its root)."""
-        full = ["nsenter", "-t", str(self.pid), "-a", "--", "env", "-i",
+    def command(self, *cmd):
+        """The host command line that runs `cmd` inside the container (all its namespaces, its root)."""
+        return ["nsenter", "-t", str(self.pid), "-a", "--", "env", "-i",
                 "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "SYSTEMD_PAGER=", *cmd]
-        result = subprocess.run(full, capture_output=True, text=True, timeout=timeout, input=input)
+
+    def popen(self, *cmd, **kw):
+        return subprocess.Popen(self.command(*cmd), **kw)
+
+    def run(self, *cmd, check=True, timeout=60, input=None):
+        """Runs a command inside the container and waits for it."""
+        result = subprocess.run(self.command(*cmd), capture_output=True, text=True, timeout=timeout, input=input)
         if check and result.returncode != 0:
             raise AssertionError(f"in container: {list(cmd)} exited {result.returncode}\n"
                                  f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")

@@ -1,0 +1,168 @@
+"""The .deb on a real systemd host: a clean debootstrapped bookworm (no Swift, no build tools) booted with
+systemd-nspawn. Install, enable+start, reload with a changed config, TLS traffic inside the host that
+tshark decrypts from the segments alone, structured journal records, stop, purge.
+
+The .deb is built from TLSTAP_BIN (which must be linked with --static-swift-stdlib, as `make build`
+does) by packaging/build-deb.sh, unless TLSTAP_DEB names a ready one."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import REPO, need, run, tlstap_bin
+from nspawn import BootedHost
+
+HTTPS_PORT = 18543
+REQUESTS = 5
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory):
+    ready = os.environ.get("TLSTAP_DEB")
+    if ready:
+        return ready
+    out = tmp_path_factory.mktemp("deb")
+    version = run(["sed", "-n", 's/^let tlstapVersion = "\\(.*\\)"/\\1/p',
+                   os.path.join(REPO, "Sources/TapCore/Version.swift")]).stdout.strip()
+    arch = run(["dpkg", "--print-architecture"]).stdout.strip()
+    result = run([os.path.join(REPO, "packaging/build-deb.sh"), tlstap_bin(), version, arch, str(out)])
+    path = result.stdout.strip().splitlines()[-1]
+    assert path.endswith(f"tlstap_{version}_{arch}.deb"), path
+    return path
+
+
+@pytest.fixture
+def host(tmp_path):
+    need("systemd-nspawn")
+    need("debootstrap")
+    with BootedHost(str(tmp_path)) as booted:
+        yield booted
+
+
+def journal(host, *match):
+    out = host.run("journalctl", "-u", "tlstap", "-o", "json", "--no-pager", *match, check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def native_records(host):
+    """Records tlstap wrote with sd_journal_sendv, not lines the runtime may print on stderr."""
+    return [r for r in journal(host) if r.get("SYSLOG_IDENTIFIER") == "tlstap" and r.get("_TRANSPORT") == "journal"]
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_tls_server(host):
+    """nginx with a fresh self-signed certificate on 127.0.0.1 inside the booted host."""
+    host.run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-keyout", "/root/key.pem", "-out", "/root/cert.pem")
+    conf = f"""
+pid /run/test-nginx.pid;
+error_log /root/nginx-error.log;
+events {{}}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{HTTPS_PORT} ssl;
+        ssl_certificate /root/cert.pem;
+        ssl_certificate_key /root/key.pem;
+        location / {{ return 200 "hello from tlstap test\\n"; }}
+    }}
+}}
+"""
+    with open(host.path("/root/nginx.conf"), "w") as f:
+        f.write(conf)
+    host.run("nginx", "-c", "/root/nginx.conf")
+
+
+def finished_segments(host):
+    directory = host.path("/var/lib/tlstap/segments")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".pcapng.zst"))
+
+
+def test_deb_installs_runs_reloads_and_purges(deb, host, tmp_path):
+    need("tshark")
+    host.copy_in(deb, "/root/tlstap.deb")
+
+    # Install on the clean host: dependencies are all there (no network inside), postinst enables and
+    # starts; Type=notify makes `start` return only after READY=1.
+    host.run("dpkg", "-i", "/root/tlstap.deb", timeout=120)
+    assert host.run("systemctl", "is-enabled", "tlstap").stdout.strip() == "enabled"
+    assert host.run("systemctl", "is-active", "tlstap", check=False).stdout.strip() == "active", \
+        host.run("systemctl", "status", "tlstap", "--no-pager", check=False).stdout
+    assert os.path.exists(host.path("/usr/share/man/man1/tlstap.1.gz"))
+    assert os.path.exists(host.path("/usr/share/bash-completion/completions/tlstap"))
+    assert host.run("stat", "-c", "%a", "/var/lib/tlstap").stdout.strip() == "700"
+
+    security = host.run("systemd-analyze", "security", "--no-pager", "tlstap", check=False).stdout
+    (tmp_path / "systemd-analyze-security.txt").write_text(security)
+    print(security.splitlines()[-1] if security else "systemd-analyze security: no output")
+
+    # Reload with a changed setting: short rotation, so segments appear within the test.
+    with open(host.path("/etc/tlstap/tlstap.toml"), "a") as f:
+        f.write('\nrotate-every = "2s"\nflush-every = "200ms"\n')
+    host.run("systemctl", "reload", "tlstap")
+    assert host.run("systemctl", "is-active", "tlstap", check=False).stdout.strip() == "active"
+
+    # Journal: structured records from the service (start and reload have logged by now).
+    ours = wait_for(lambda: native_records(host), 5, "a native SYSLOG_IDENTIFIER=tlstap journal record")
+    assert all("PRIORITY" in r and "CODE_FILE" in r for r in ours)
+    assert any(k.startswith("TLSTAP_") for r in ours for k in r), "no TLSTAP_* field"
+    # TLS traffic inside the host; the key log of curl is kept only to prove keys never reach the journal.
+    start_tls_server(host)
+    for _ in range(REQUESTS):
+        body = host.run("env", "SSLKEYLOGFILE=/root/keys.log", "curl", "-sk", "--http1.1",
+                        f"https://127.0.0.1:{HTTPS_PORT}/").stdout
+        assert body == "hello from tlstap test\n"
+
+    # Rotation every 2 s (the reloaded value, not the 5m default) finishes segments while running.
+    wait_for(lambda: len(finished_segments(host)) >= 2, 15, "two finished segments after reload to 2s rotation")
+
+    host.run("systemctl", "stop", "tlstap", timeout=40)
+    assert host.run("systemctl", "is-active", "tlstap", check=False).stdout.strip() == "inactive"
+    # Stopped cleanly (exit 0, not killed) and left no tc filter behind.
+    result = host.run("systemctl", "show", "tlstap", "-p", "ExecMainStatus", "-p", "Result").stdout
+    assert "ExecMainStatus=0" in result and "Result=success" in result, result
+    assert host.run("tc", "filter", "show", "dev", "lo", "ingress").stdout.strip() == ""
+    assert host.run("tc", "filter", "show", "dev", "lo", "egress").stdout.strip() == ""
+
+    # tshark decrypts every request from the segments alone (DSBs inside, no key file).
+    segments = finished_segments(host)
+    assert segments, "no finished segment under /var/lib/tlstap/segments"
+    decrypted = 0
+    for segment in segments:
+        out = run(["tshark", "-r", segment, "-Y", "http.request", "-T", "fields", "-e", "http.request.uri"]).stdout
+        decrypted += len([line for line in out.splitlines() if line.strip() == "/"])
+    assert decrypted >= REQUESTS, f"decrypted {decrypted} of {REQUESTS} requests from {len(segments)} segments"
+
+    # `journalctl -u tlstap TLSTAP_SEGMENT=<name>` finds the records about one finished segment.
+    ours = native_records(host)
+    names = {os.path.basename(s) for s in segments}
+    about = [r["TLSTAP_SEGMENT"] for r in ours if "TLSTAP_SEGMENT" in r]
+    named = [n for n in about if os.path.basename(n) in names]
+    assert named, f"no record names a finished segment in TLSTAP_SEGMENT (saw {about[:5]})"
+    assert journal(host, f"TLSTAP_SEGMENT={named[0]}"), "journalctl TLSTAP_SEGMENT= match found nothing"
+    # Secrets stay in segments: no key-log secret appears anywhere in the journal.
+    secrets = {line.split()[-1] for line in open(host.path("/root/keys.log")) if line.strip() and not line.startswith("#")}
+    assert secrets
+    text = host.run("journalctl", "-o", "export", "--no-pager").stdout.lower()
+    assert not [s for s in secrets if s.lower() in text], "a TLS secret reached the journal"
+
+    # Purge leaves nothing: no unit, no enablement link, no config, no state, no binary.
+    host.run("dpkg", "--purge", "tlstap", timeout=60)
+    for path in ("/lib/systemd/system/tlstap.service", "/etc/systemd/system/multi-user.target.wants/tlstap.service",
+                 "/etc/tlstap", "/var/lib/tlstap", "/usr/bin/tlstap", "/usr/share/doc/tlstap"):
+        assert not os.path.lexists(host.path(path)), f"{path} left after purge"
+    units = host.run("systemctl", "list-unit-files", "--no-legend", "tlstap.service", check=False).stdout
+    assert "tlstap" not in units, units
