@@ -22,7 +22,7 @@ struct EndedFrame {
 final class OpenSegment {
     let file: SegmentFile
     let periodStartNs: UInt64
-    let periodEndNs: UInt64
+    var periodEndNs: UInt64
     var nextFlushNs: UInt64 = 0
     var lastTimeNs: UInt64 = 0
     var state = SegmentState()

@@ -136,15 +136,20 @@ public final class SegmentWriter {
         }
     }
 
-    /// Finishes the current segment (ISBs, last frame, fsync, rename). Call at shutdown.
-    /// New rotation and flush periods (on reload). The open segment keeps the period it was opened
-    /// for; the next one is cut to the new rotation, and the next flush is due by the new period.
+    /// New rotation and flush periods (on reload). The open segment ends at the next boundary of the
+    /// new rotation, or at its own end if that comes first; later segments follow the new rotation.
     public func reconfigure(rotateEveryNs: UInt64, flushEveryNs: UInt64) {
         precondition(rotateEveryNs >= 1_000_000_000 && flushEveryNs > 0, "rotation must be ≥ 1s and flushes > 0")
         self.rotateEveryNs = rotateEveryNs
         self.flushEveryNs = flushEveryNs
+        if let segment {
+            let nextBoundary = segment.lastTimeNs - segment.lastTimeNs % rotateEveryNs + rotateEveryNs
+            segment.periodEndNs = min(segment.periodEndNs, nextBoundary)
+            segment.nextFlushNs = min(segment.nextFlushNs, segment.lastTimeNs + flushEveryNs)
+        }
     }
 
+    /// Finishes the current segment (ISBs, last frame, fsync, rename). Call at shutdown.
     public func close() {
         finishSegment()
     }
