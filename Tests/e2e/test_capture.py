@@ -12,6 +12,7 @@ import pytest
 
 from conftest import need, run
 from daemon import Daemon
+from lab import Lab, netns_inode
 from pcapfile import interface_statistics, read_pcap
 
 
@@ -22,35 +23,6 @@ def tshark_fields(path, *fields, display_filter=None):
     if display_filter:
         cmd += ["-Y", display_filter]
     return [line.split("|") for line in run(cmd).stdout.splitlines()]
-
-
-def netns_inode(name):
-    return os.stat(f"/run/netns/{name}").st_ino
-
-
-class Lab:
-    """Two hosts (A, B) on a bridge that lives in a third namespace, all made by the test."""
-
-    def __init__(self, make_netns):
-        self.a, self.b, self.switch = make_netns("laba"), make_netns("labb"), make_netns("labs")
-        self.switch.exec("ip", "link", "add", "labbr0", "type", "bridge")
-        for host, ip in ((self.a, "198.18.7.1"), (self.b, "198.18.7.2")):
-            for ns in (host, self.switch):
-                ns.exec("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-                ns.exec("sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1")
-            peer = f"labp{host.name[-6:]}"
-            host.exec("ip", "link", "add", "labeth0", "type", "veth", "peer", "name", peer, "netns", self.switch.name)
-            host.exec("ip", "addr", "add", f"{ip}/24", "dev", "labeth0")
-            host.exec("ip", "link", "set", "labeth0", "up")
-            self.switch.exec("ip", "link", "set", peer, "master", "labbr0")
-            self.switch.exec("ip", "link", "set", peer, "up")
-        self.switch.exec("ip", "link", "set", "labbr0", "up")
-
-    def interfaces(self):
-        """(netns, ifname) for every interface the traffic crosses."""
-        ports = [line.split(":")[1].strip().split("@")[0]
-                 for line in self.switch.exec("ip", "-o", "link", "show", "master", "labbr0").stdout.splitlines()]
-        return [(self.a, "labeth0"), (self.b, "labeth0"), (self.switch, "labbr0")] + [(self.switch, p) for p in ports]
 
 
 def start_tcpdumps(lab, directory):
