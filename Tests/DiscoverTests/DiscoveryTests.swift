@@ -156,8 +156,10 @@ extension DiscoverTests {
         }
         let added = try #require(log.wait { $0.addedNamespace.flatMap { $0.inode == inode ? $0 : nil } },
                                  "namespaces seen: \(discovery.snapshot().namespaces.map(\.origin))")
-        // Seen at the exec of sleep, or already at unshare's own fork/exec if the event was read late.
+        // Seen at the exec of sleep, or already at unshare's own fork/exec if the event was read late;
+        // then the exec of sleep renames it.
         #expect(added.value.origin.hasPrefix("pid \(pid) (sleep)") || added.value.origin.hasPrefix("pid \(pid) (unshare)"))
+        #expect(log.wait { $0.addedNamespace.flatMap { $0.inode == inode && $0.origin.hasPrefix("pid \(pid) (sleep)") ? $0 : nil } } != nil)
         print("discover latency: unshare -n sleep detected: \(String(format: "%.2f", milliseconds(added.at - started))) ms (from spawn)")
         // Its loopback is listed too.
         #expect(log.wait { $0.addedInterface.flatMap { $0.key.netnsInode == inode && $0.name == "lo" ? $0 : nil } } != nil)
