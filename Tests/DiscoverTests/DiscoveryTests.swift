@@ -125,6 +125,42 @@ extension DiscoverTests {
         #expect(discovery.snapshot().interfaces.filter { $0.key == key }.map(\.name) == ["dc-second"])
     }
 
+    /// A runtime-style bind mount (any directory) keeps a namespace watched after its last process
+    /// exits; unmounting it then removes the namespace.
+    @Test func aBindMountOutlivesTheProcessAndItsUnmountRemovesTheNamespace() throws {
+        let (discovery, log) = try startDiscovery()
+        defer { discovery.stop() }
+        let mountPoint = "/run/dc-mnt/ns1"
+        sh("mkdir -p /run/dc-mnt && touch \(mountPoint)")
+        defer { sh("umount \(mountPoint) 2>/dev/null; rm -rf /run/dc-mnt") }
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = ["-n", "sleep", "10"]
+        try process.run()
+        let pid = process.processIdentifier
+        var inode = discovery.hostInode
+        for _ in 0..<1000 where inode == discovery.hostInode {
+            inode = NamespaceScan.netnsInode(pid: pid) ?? discovery.hostInode
+            usleep(1000)
+        }
+        #expect(log.wait { $0.addedNamespace?.inode == inode ? true : nil } != nil)
+        sh("mount --bind /proc/\(pid)/ns/net \(mountPoint)")
+        // Found through the process first, then renamed after the mount.
+        #expect(log.wait { $0.addedNamespace.flatMap { $0.inode == inode && $0.origin.hasPrefix("netns mount \(mountPoint)") ? $0 : nil } } != nil)
+
+        kill(pid, SIGKILL)
+        process.waitUntilExit()
+        // The process is gone but the mount still refers to the namespace: it stays.
+        #expect(log.wait(timeout: .milliseconds(300)) { $0.removedNamespace == inode ? true : nil } == nil)
+        #expect(discovery.snapshot().namespaces.contains { $0.inode == inode })
+
+        let unmounted = ContinuousClock.now
+        sh("umount \(mountPoint)")
+        let removed = try #require(log.wait { $0.removedNamespace == inode ? true : nil })
+        print("discover latency: namespace removed after umount of its last bind mount: \(String(format: "%.2f", milliseconds(removed.at - unmounted))) ms")
+    }
+
     @Test func idleDiscoveryUsesNoCPU() throws {
         let (discovery, _) = try startDiscovery()
         defer { discovery.stop() }
