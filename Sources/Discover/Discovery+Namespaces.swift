@@ -185,8 +185,13 @@ extension Discovery {
             logger.debug("netns added", metadata: ["TLSTAP_NETNS": "\(inode)", "origin": "\(origin)"])
             emit(.namespaceAdded(namespace.info))
             if waitForDump {
-                let batch = try namespace.route.drainUntilDumpDone()
-                for event in namespace.apply(batch, linkType: linkTypeLogging) { emit(event) }
+                do {
+                    let batch = try namespace.route.drainUntilDumpDone()
+                    for event in namespace.apply(batch, linkType: linkTypeLogging) { emit(event) }
+                } catch {
+                    // The dump's answer will still arrive through the event loop.
+                    logger.warning("link dump incomplete at start", metadata: ["TLSTAP_NETNS": "\(inode)", "error": "\(error)"])
+                }
             } else {
                 // Links are usually there already (a veth moved in before the process execs): list them now.
                 handleLinks(inode: inode)
