@@ -24,6 +24,11 @@ import TapCore
 /// both, so the kernel can destroy it. A namespace kept alive only by another program's open fd or
 /// socket, or only by a thread (not a process) inside it, is not seen.
 ///
+/// Identity: the kernel recycles a freed namespace's inode number at once (the 50-cycle test sees
+/// two numbers alternate), so an `InterfaceKey` is unique only while its namespace is reported.
+/// Events keep that safe — a namespace's interfaces and the namespace are reported removed before
+/// anything can reuse its number — and the cookie (`NetnsInfo.cookie`) is never reused.
+///
 /// Events go to `handler`, always on the discovery thread; the initial inventory is complete when
 /// `start()` returns. `NetnsInfo.path` is valid from
 /// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
