@@ -167,6 +167,23 @@ extension DiscoverTests {
         print("discover latency: namespace removed after umount of its last bind mount: \(String(format: "%.2f", milliseconds(removed.at - unmounted))) ms")
     }
 
+    @Test func stopClosesEveryDescriptorAndThread() throws {
+        func threads() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0 }
+        // Warm up what the test helpers open lazily.
+        let (warm, _) = try startDiscovery()
+        warm.stop()
+        let fdsBefore = openDescriptors().count, threadsBefore = threads()
+        for _ in 0..<3 {
+            let (discovery, _) = try startDiscovery()
+            #expect(discovery.snapshot().namespaces.count >= 1)
+            #expect(openDescriptors().count > fdsBefore)
+            discovery.stop()
+            discovery.stop()  // a second stop does nothing
+        }
+        #expect(openDescriptors().count == fdsBefore)
+        #expect(threads() <= threadsBefore)
+    }
+
     @Test func idleDiscoveryUsesNoCPU() throws {
         let (discovery, _) = try startDiscovery()
         defer { discovery.stop() }
