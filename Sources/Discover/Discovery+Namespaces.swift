@@ -67,6 +67,7 @@ extension Discovery {
         pidNamespace[pid] = inode
         if let namespace = namespaces[inode] {
             namespace.members.insert(pid)
+            if pid == namespace.originPID { refreshOrigin(namespace) }
         } else {
             do {
                 try addNamespace(inode, pids: [pid], waitForDump: false)
@@ -91,7 +92,7 @@ extension Discovery {
             if let namespace = namespaces[inode] {
                 let hadName = !namespace.mountPoints.isEmpty
                 namespace.mountPoints = points
-                if !hadName && inode != hostInode { renameFromMount(namespace) }
+                if !hadName && inode != hostInode { refreshOrigin(namespace) }
             } else {
                 do {
                     try addNamespace(inode, pids: [], waitForDump: false)
@@ -109,10 +110,12 @@ extension Discovery {
         }
     }
 
-    /// `ip netns add` unshares before it mounts, so its namespace may first be seen through the `ip`
-    /// process itself; once the mount appears, report the namespace again under its real name.
-    private func renameFromMount(_ namespace: WatchedNamespace) {
-        let origin = Origin.describe(isHost: false, mountPoints: namespace.mountPoints, pids: Array(namespace.members))
+    /// A namespace is often first seen through a short-lived tool: `ip netns add` unshares before it
+    /// mounts, `unshare -n cmd` (or runc) may be seen before it execs the real program. When the mount
+    /// appears or that process execs, report the namespace again under the better name.
+    func refreshOrigin(_ namespace: WatchedNamespace) {
+        let pids = namespace.originPID.map { [$0] } ?? Array(namespace.members)
+        let origin = Origin.describe(isHost: false, mountPoints: namespace.mountPoints, pids: pids)
         guard origin != namespace.info.origin else { return }
         namespace.info.origin = origin
         for ifindex in namespace.interfaces.keys { namespace.interfaces[ifindex]?.description = origin }
@@ -168,6 +171,7 @@ extension Discovery {
                 for pid in pids { pidNamespace[pid] = inode }
             }
             namespace.mountPoints = points
+            namespace.originPID = inode == hostInode ? nil : pids.min()
             namespaces[inode] = namespace
             do {
                 try loop.add(namespace.route.socket.raw, token: inode)
@@ -181,8 +185,13 @@ extension Discovery {
             logger.debug("netns added", metadata: ["TLSTAP_NETNS": "\(inode)", "origin": "\(origin)"])
             emit(.namespaceAdded(namespace.info))
             if waitForDump {
-                let batch = try namespace.route.drainUntilDumpDone()
-                for event in namespace.apply(batch, linkType: linkTypeLogging) { emit(event) }
+                do {
+                    let batch = try namespace.route.drainUntilDumpDone()
+                    for event in namespace.apply(batch, linkType: linkTypeLogging) { emit(event) }
+                } catch {
+                    // The dump's answer will still arrive through the event loop.
+                    logger.warning("link dump incomplete at start", metadata: ["TLSTAP_NETNS": "\(inode)", "error": "\(error)"])
+                }
             } else {
                 // Links are usually there already (a veth moved in before the process execs): list them now.
                 handleLinks(inode: inode)

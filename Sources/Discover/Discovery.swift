@@ -24,6 +24,11 @@ import TapCore
 /// both, so the kernel can destroy it. A namespace kept alive only by another program's open fd or
 /// socket, or only by a thread (not a process) inside it, is not seen.
 ///
+/// Identity: the kernel recycles a freed namespace's inode number at once (the 50-cycle test sees
+/// two numbers alternate), so an `InterfaceKey` is unique only while its namespace is reported.
+/// Events keep that safe — a namespace's interfaces and the namespace are reported removed before
+/// anything can reuse its number — and the cookie (`NetnsInfo.cookie`) is never reused.
+///
 /// Events go to `handler`, always on the discovery thread; the initial inventory is complete when
 /// `start()` returns. `NetnsInfo.path` is valid from
 /// `namespaceAdded` until the handler for `namespaceRemoved` returns; the handler should do its work
@@ -95,16 +100,27 @@ public final class Discovery: @unchecked Sendable {
             home = try HomeNamespace()
             let loop = try EventLoop()
             self.loop = loop
-            // Subscribe before scanning so nothing that happens during the scan is missed.
-            let connector = try ProcConnector()
-            procConnector = connector
-            try loop.add(connector.socket.raw, token: Self.procToken)
+            // Subscribe before scanning so nothing that happens during the scan is missed. The mount
+            // table is required; the process sources only make discovery faster than the rescan, so
+            // where they are refused (no CAP_NET_ADMIN in the initial user namespace) it goes on without.
             let mounts = try OwnedFD.open("/proc/self/mountinfo", what: "mountinfo")
             mountinfo = mounts
             try loop.add(mounts.raw, token: Self.mountToken, priority: true)
-            let cgroupWatch = try CgroupWatch(mountinfo: NamespaceScan.readAll(mounts.raw), logger: logger)
-            cgroups = cgroupWatch
-            try loop.add(cgroupWatch.inotify.raw, token: Self.cgroupToken)
+            do {
+                let connector = try ProcConnector()
+                procConnector = connector
+                try loop.add(connector.socket.raw, token: Self.procToken)
+            } catch {
+                logger.warning("no proc connector; new namespaces of processes are found by cgroup events and rescans only",
+                               metadata: ["error": "\(error)"])
+            }
+            do {
+                let cgroupWatch = try CgroupWatch(mountinfo: NamespaceScan.readAll(mounts.raw), logger: logger)
+                cgroups = cgroupWatch
+                try loop.add(cgroupWatch.inotify.raw, token: Self.cgroupToken)
+            } catch {
+                logger.warning("no cgroup watch", metadata: ["error": "\(error)"])
+            }
 
             try startThread()
             // The thread takes the initial inventory first; wait for it so the caller can attach

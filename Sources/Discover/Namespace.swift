@@ -21,7 +21,8 @@ public struct NetnsInfo: Hashable, Sendable {
 /// What discovery reports, in the order things happen.
 public enum DiscoveryEvent: Sendable {
     /// Also sent again for an inode already reported when its origin improves (an `ip netns` name
-    /// that appears just after the namespace was found through a process); same cookie and path.
+    /// that appears just after the namespace was found through a process, or that process exec'ing
+    /// its real program); same cookie and path. Interface descriptions follow the latest origin.
     case namespaceAdded(NetnsInfo)
     case namespaceRemoved(inode: UInt64)
     case interfaceAdded(InterfaceInfo, netns: NetnsInfo)

@@ -3,11 +3,11 @@ import Glibc
 /// The human text for where a namespace came from: what an IDB's `if_description` says.
 enum Origin {
     /// A namespace's origin from its mounts (preferred: they carry the name users typed) and
-    /// the lowest pid inside it (usually the container's init).
+    /// the lowest live pid inside it (usually the container's init).
     static func describe(isHost: Bool, mountPoints: [String], pids: [Int32]) -> String {
         if isHost { return "host" }
         var parts: [String] = mountPoints.sorted().prefix(1).map(describeMount)
-        if let pid = pids.min() { parts.append(describeProcess(pid)) }
+        if let process = pids.sorted().lazy.compactMap(describeProcess).first { parts.append(process) }
         return parts.isEmpty ? "unknown" : parts.joined(separator: ", ")
     }
 
@@ -23,8 +23,9 @@ enum Origin {
     }
 
     /// `pid 1234 (nginx) container docker 0123456789ab` or `pid 1234 (nginx) cgroup /system.slice/x.service`.
-    static func describeProcess(_ pid: Int32) -> String {
-        let comm = NamespaceScan.readProcFile("/proc/\(pid)/comm")?.trimmingNewline ?? "?"
+    /// Nil if the process is gone.
+    static func describeProcess(_ pid: Int32) -> String? {
+        guard let comm = NamespaceScan.readProcFile("/proc/\(pid)/comm")?.trimmingNewline else { return nil }
         var text = "pid \(pid) (\(comm))"
         if let cgroup = NamespaceScan.readProcFile("/proc/\(pid)/cgroup").flatMap(cgroupPath) {
             if let container = containerID(cgroupPath: cgroup) {

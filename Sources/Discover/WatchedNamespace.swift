@@ -20,6 +20,8 @@ final class WatchedNamespace {
     var members: Set<Int32> = []
     /// nsfs mount points referring to it.
     var mountPoints: [String] = []
+    /// The process the origin text describes, if any: its exec may give the origin a better name.
+    var originPID: Int32?
     /// Ifindexes seen since the last dump request; nil when no dump is running.
     private var dumpSeen: Set<UInt32>?
 

@@ -23,7 +23,7 @@ extension DiscoverTests {
 
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", "import ctypes, time; assert ctypes.CDLL(None).unshare(\(tlstap_clone_newnet)) == 0; print('ok', flush=True); time.sleep(10)"]
+        process.arguments = ["-c", "import ctypes, time; time.sleep(0.5); assert ctypes.CDLL(None).unshare(\(tlstap_clone_newnet)) == 0; print('ok', flush=True); time.sleep(10)"]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -36,7 +36,8 @@ extension DiscoverTests {
         #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("ok"))
         let inode = try #require(NamespaceScan.netnsInode(pid: pid))
 
-        // unshare without exec: no proc connector event says anything about it.
+        // unshare without exec (half a second after python's exec was seen): no proc connector event
+        // says anything about it.
         #expect(log.wait(timeout: .milliseconds(200)) { $0.addedNamespace?.inode == inode ? true : nil } == nil)
 
         #expect(mkdir(cgroup, 0o755) == 0)
