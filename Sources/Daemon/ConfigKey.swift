@@ -40,6 +40,15 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     static let zstdLevelRange: ClosedRange<Int> = 1...19
     static let ringBufferSizeRange: ClosedRange<UInt64> = (64 << 10)...(1 << 30)
 
+    /// Whether a reload (SIGHUP) can apply a new value. The others are fixed when the BPF programs are
+    /// loaded or the segment store is opened; a reload that changes them logs that a restart is needed.
+    public var appliesOnReload: Bool {
+        switch self {
+        case .segmentDir, .snaplen, .ringBufferSize: false
+        default: true
+        }
+    }
+
     /// Checks `value` for this key and stores it; the thrown text is the problem without its location.
     func apply(_ value: ConfigValue, to config: inout TapConfig) throws(ConfigProblem) {
         switch self {

@@ -54,7 +54,7 @@ public struct RunOptions: ParsableArguments, Sendable {
 
     /// Defaults, then the config file, then the flags given; then the segment directory is made ready.
     public func resolve() throws(ConfigError) -> TapConfig {
-        var result = try resolveWithoutDirectory()
+        let result = try resolveWithoutDirectory()
         try result.prepareSegmentDirectory()
         return result
     }

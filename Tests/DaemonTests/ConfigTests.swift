@@ -164,6 +164,10 @@ func fileError(_ text: String) throws -> String {
         #expect(!config.captures(interface: "veth1", netnsInode: 4026531840))
     }
 
+    @Test func onlyLoadTimeKeysNeedARestart() {
+        #expect(ConfigKey.allCases.filter { !$0.appliesOnReload } == [.segmentDir, .snaplen, .ringBufferSize])
+    }
+
     @Test func changesListOnlyWhatDiffers() {
         var new = TapConfig()
         new.rotateEvery = .seconds(10)

@@ -81,6 +81,24 @@ final class NotifySocket {
         #expect(socket.receive() == "STOPPING=1")
     }
 
+    @Test func pacerPingsOncePerInterval() throws {
+        let socket = try NotifySocket()
+        setenv("NOTIFY_SOCKET", socket.path, 1)
+        setenv("WATCHDOG_USEC", "2000000", 1)
+        defer { unsetenv("NOTIFY_SOCKET"); unsetenv("WATCHDOG_USEC") }
+        var pacer = WatchdogPacer(notifier: ServiceNotifier())
+        let start = ContinuousClock.now
+        pacer.loopDidRun(now: start)
+        #expect(socket.receive() == "WATCHDOG=1")
+        pacer.loopDidRun(now: start + .milliseconds(400))
+        pacer.loopDidRun(now: start + .milliseconds(999))
+        #expect(socket.isQuiet())
+        pacer.loopDidRun(now: start + .milliseconds(1000))
+        #expect(socket.receive() == "WATCHDOG=1")
+        pacer.loopDidRun(now: start + .milliseconds(1500))
+        #expect(socket.isQuiet())
+    }
+
     @Test func watchdogIsOffWithoutWatchdogUsec() throws {
         let socket = try NotifySocket()
         setenv("NOTIFY_SOCKET", socket.path, 1)

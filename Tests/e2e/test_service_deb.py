@@ -4,8 +4,10 @@ tshark decrypts from the segments alone, structured journal records, stop, purge
 
 The .deb is built from TLSTAP_BIN (which must be linked with --static-swift-stdlib, as `make build`
 does) by packaging/build-deb.sh, unless TLSTAP_DEB names a ready one."""
+import gzip
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -166,3 +168,39 @@ def test_deb_installs_runs_reloads_and_purges(deb, host, tmp_path):
         assert not os.path.lexists(host.path(path)), f"{path} left after purge"
     units = host.run("systemctl", "list-unit-files", "--no-legend", "tlstap.service", check=False).stdout
     assert "tlstap" not in units, units
+
+
+def test_package_follows_debian_conventions(deb, tmp_path):
+    """What is inside the .deb, checked on this host: fields, conffiles, checksums, generated docs."""
+    fields = run(["dpkg-deb", "-f", deb]).stdout
+    depends = re.search(r"(?m)^Depends: (.*)$", fields).group(1)
+    packages = {d.strip().split()[0] for d in depends.split(",")}
+    assert {"libbpf1", "libelf1", "libzstd1", "libsystemd0", "libc6"} <= packages, depends
+    for package in packages:  # each a Debian package this (bookworm) machine's archive knows
+        assert run(["apt-cache", "show", package], check=False).returncode == 0, f"{package} is not a Debian package"
+    assert not [p for p in packages if "swift" in p], depends
+
+    control = tmp_path / "control"
+    run(["dpkg-deb", "-e", deb, str(control)])
+    assert (control / "conffiles").read_text().split() == ["/etc/tlstap/tlstap.toml"]
+    for script in ("postinst", "prerm", "postrm"):
+        assert os.access(control / script, os.X_OK)
+        run(["sh", "-n", str(control / script)])
+    assert "deb-systemd-helper" in (control / "postinst").read_text()
+
+    root = tmp_path / "root"
+    run(["dpkg-deb", "-x", deb, str(root)])
+    run(["md5sum", "--quiet", "-c", str(control / "md5sums")], cwd=root)
+    assert (root / "lib/systemd/system/tlstap.service").read_text() == open(os.path.join(REPO, "packaging/tlstap.service")).read()
+    assert (root / "etc/tlstap/tlstap.toml").read_text() == open(os.path.join(REPO, "etc/tlstap/tlstap.toml")).read()
+    assert (root / "usr/share/doc/tlstap/copyright").exists()
+
+    # The man page is generated from the parser: every flag `tlstap run --help` lists is in it.
+    binary = str(root / "usr/bin/tlstap")
+    flags = set(re.findall(r"(--[a-z][a-z-]+)", run([binary, "run", "--help"]).stdout)) - {"--help", "--version"}
+    page = gzip.decompress((root / "usr/share/man/man1/tlstap.1.gz").read_bytes()).decode().replace("\\-", "-")
+    assert flags, "tlstap run --help lists no flags"
+    assert not [f for f in flags if f not in page], f"flags missing from tlstap(1): {sorted(f for f in flags if f not in page)}"
+    for path in ("usr/share/bash-completion/completions/tlstap", "usr/share/zsh/vendor-completions/_tlstap",
+                 "usr/share/fish/vendor_completions.d/tlstap.fish"):
+        assert "segments" in (root / path).read_text(), f"{path} does not complete subcommands"

@@ -84,6 +84,8 @@ def test_notify_protocol(tlstap, tmp_path, make_netns):
     need("zstd")
     ns = make_netns("sv")
     inode = os.stat(f"/run/netns/{ns.name}").st_ino
+    # A resident process, so the namespace is found through /proc as well as /run/netns.
+    resident = ns.popen("sleep", "120")
     segment_dir = tmp_path / "segments"
     config = tmp_path / "tlstap.toml"
     config.write_text('rotate-every = "1h"\nflush-every = "200ms"\n')
@@ -139,6 +141,8 @@ def test_notify_protocol(tlstap, tmp_path, make_netns):
             proc.wait()
         notify.close()
         stderr.close()
+        resident.kill()
+        resident.wait()
 
     leftovers = [p.name for p in segment_dir.iterdir() if p.is_file() and not p.name.endswith(".pcapng.zst")]
     assert not leftovers, f"unfinished files after SIGTERM: {leftovers}"
