@@ -36,7 +36,7 @@ deps-test: deps
 	fi
 
 build: deps
-	$(SWIFT) build $(RELEASE_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product tlstap
 
 run: build
 	$(BIN) run
