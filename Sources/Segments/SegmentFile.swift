@@ -1,9 +1,9 @@
 import Glibc
 import TapCore
 
-/// The file of a segment being written: created 0600 under its `.partial` name, appended to in
-/// whole zstd frames, and on `finish` fsynced, closed and renamed to its final name. Owns the
-/// descriptor and closes it in exactly one place (`closeDescriptor`).
+/// The file of a segment being written: created 0600 under its `.partial` name, appended to at each
+/// flush, and on `finish` fsynced, closed and renamed to its final name. Owns the descriptor and
+/// closes it in exactly one place (`closeDescriptor`).
 final class SegmentFile {
     let directory: String
     let finalName: String
@@ -30,8 +30,8 @@ final class SegmentFile {
         fd = try syscall("create segment \(path)") { open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
     }
 
-    /// Appends one complete frame, or nothing: a failed write is cut back off, so the file stays
-    /// a sequence of complete frames.
+    /// Appends one flush worth of compressed bytes, or nothing: a failed write is cut back off, so
+    /// the file ends where the last flush ended.
     func append(frame: [UInt8]) throws(SystemError) {
         try create()
         var written = 0
@@ -64,6 +64,20 @@ final class SegmentFile {
         try syscall("fsync segment \(path)") { fsync(fd) }
         try syscall("rename segment \(path)") { rename(path, finalPath) }
         try SegmentDirectory.sync(directory)
+    }
+
+    /// Gives the file up after a failed write: an empty one is removed; one holding data stays
+    /// `.partial` (its frame unfinished) for `SegmentRepair`. Returns the path left, if any.
+    func abandon() -> String? {
+        let path = partialPath
+        let created = fd >= 0
+        closeDescriptor()
+        guard created else { return nil }
+        if length == 0 {
+            unlink(path)
+            return nil
+        }
+        return path
     }
 
     private func closeDescriptor() {
