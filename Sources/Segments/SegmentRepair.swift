@@ -26,8 +26,14 @@ public struct SegmentRepair {
         self.logger = logger
     }
 
+    /// Suffix of the copy being written by a repair; one left by a crash is incomplete and removed.
+    static let temporarySuffix = ".repair"
+
     @discardableResult
     public func run() throws -> [Outcome] {
+        for stale in try SegmentDirectory.names(in: directory) where stale.hasSuffix(SegmentName.partialSuffix + Self.temporarySuffix) {
+            unlink(directory + "/" + stale)
+        }
         var outcomes: [Outcome] = []
         for partial in try SegmentDirectory.partialSegments(in: directory) {
             outcomes.append(try repair(path: partial.path))
@@ -50,14 +56,14 @@ public struct SegmentRepair {
             finalName = SegmentDirectory.freeFinishedName(in: directory, startNs: start, firstWriteNs: start)
         }
         let finalPath = directory + "/" + finalName
-        if whole {
-            try syscall("rename \(path)") { rename(path, finalPath) }
-        } else {
-            let temporary = path + ".repair"
+        if !whole {
+            // Replace the partial by its repaired copy first: a crash in between leaves one or the
+            // other, never both under final names.
+            let temporary = path + Self.temporarySuffix
             try recompress(path, uncompressedLength: blocksEnd, to: temporary)
-            try syscall("rename \(temporary)") { rename(temporary, finalPath) }
-            try syscall("remove \(path)") { unlink(path) }
+            try syscall("replace \(path) by its repaired copy") { rename(temporary, path) }
         }
+        try syscall("rename \(path)") { rename(path, finalPath) }
         try SegmentDirectory.sync(directory)
         logger.notice("repaired a segment left partial", metadata: ["segment": "\(finalName)", "kept_pcapng_bytes": "\(blocksEnd)"])
         return .repaired(finalPath: finalPath, keptBytes: blocksEnd)

@@ -47,6 +47,7 @@ public final class SegmentWriter {
     /// Packets dropped per interface because their frame could not be written (ISB `isb_osdrop`).
     private var droppedByInterface: [InterfaceKey: UInt64] = [:]
     private var failingSince: UInt64?
+    private var unregisteredWarned: Set<InterfaceKey> = []
     /// Past this much uncompressed input a flush comes early, bounding memory on busy hosts.
     static let maxFrameInputBytes = 16 << 20
 
@@ -77,11 +78,13 @@ public final class SegmentWriter {
     /// period finishes the current segment first.
     public func write(_ packet: CapturedPacket) {
         advance(watermarkWallNs: packet.timestampNs)
-        let segment = openSegment(at: packet.timestampNs)
         guard let info = interfaces[packet.interface] else {
-            logger.warning("packet of an unregistered interface dropped", metadata: ["interface": "\(packet.interface)"])
+            if unregisteredWarned.insert(packet.interface).inserted {
+                logger.warning("dropping packets of an interface that was never registered", metadata: ["interface": "\(packet.interface)"])
+            }
             return
         }
+        let segment = openSegment(at: packet.timestampNs)
         let interfaceID = segment.interfaceID(for: info, snapLength: snapLength)
         let data = packet.data.count > Int(snapLength) ? Array(packet.data.prefix(Int(snapLength))) : packet.data
         segment.append(.packet(EnhancedPacket(interfaceID: interfaceID, timestampNs: packet.timestampNs,

@@ -362,15 +362,17 @@ def small_tmpfs(tmp_path):
 
 
 def test_full_disk_drops_counts_and_resumes(small_tmpfs):
-    filler = small_tmpfs / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
     seg_dir = small_tmpfs / "segments"
+    os.makedirs(seg_dir, mode=0o700)
+    filler = small_tmpfs / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
     proc = subprocess.Popen([replay_bin(), "generate", "--realtime", "--segment-dir", str(seg_dir), "--count", "700",
                              "--interval-ns", "5000000", "--size", "400", "--rotate-every", "1s", "--flush-every", "100ms"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
