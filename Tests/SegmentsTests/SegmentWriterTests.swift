@@ -48,6 +48,23 @@ import Testing
         #expect(live.calls == 2)
     }
 
+    @Test func headDSBCarriesThePreviousSegmentsSecretsWithoutAProvider() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let writer = try makeWriter(dir, secrets: nil)
+        writer.write(packet(eth0, t0))
+        writer.write(secrets: [keyLine(4)])
+        writer.write(packet(eth0, t0 + 1))
+        writer.write(packet(eth0, t0 + 10_000_000_000))
+        writer.write(packet(eth0, t0 + 20_000_000_000))
+        writer.close()
+        let second = try blocks(of: dir.path + "/2025-11-25T10-00-10Z.pcapng.zst")
+        #expect(second[1] == .secrets(DecryptionSecrets(keyLog: [keyLine(4)])))
+        // Only one segment on: with no provider saying the session is live, it is not repeated forever.
+        let third = try blocks(of: dir.path + "/2025-11-25T10-00-20Z.pcapng.zst")
+        #expect(!third.contains { if case .secrets = $0 { return true } else { return false } })
+    }
+
     @Test func secretsWithNoSegmentOpenGoToTheHeadOfTheNext() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

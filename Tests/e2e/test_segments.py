@@ -149,16 +149,15 @@ def https_capture(tmp_path_factory):
     pcap, keys = str(d / "capture.pcapng"), str(d / "keys.txt")
     try:
         nginx = ns.popen(need("nginx"), "-c", str(d / "nginx.conf"), "-e", str(d / "nginx-error.log"))
-        dumpcap = ns.popen(need("dumpcap"), "-i", "lo", "-w", pcap, "-q", stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 10
-        while "Capturing on" not in (dumpcap.stderr.readline() or "") and time.time() < deadline:
-            pass
+        while f":{TLS_PORT}" not in ns.exec("ss", "-ltnH", check=False).stdout:
+            assert time.time() < deadline and nginx.poll() is None, "nginx did not start listening"
+            time.sleep(0.05)
+        dumpcap = ns.popen(need("dumpcap"), "-i", "lo", "-w", pcap, "-q", stderr=subprocess.PIPE, text=True)
+        while "Capturing on" not in (dumpcap.stderr.readline() or ""):
+            assert time.time() < deadline and dumpcap.poll() is None, "dumpcap did not start"
         base = f"https://127.0.0.1:{TLS_PORT}"
         env = ["env", f"SSLKEYLOGFILE={keys}"]
-        for attempt in range(50):
-            if ns.exec("curl", "-sk", "-o", "/dev/null", f"http://127.0.0.1:{TLS_PORT}/", check=False).returncode in (0, 52):
-                break
-            time.sleep(0.1)
         time.sleep(0.2)
         out = ns.exec(*env, "curl", "-sk", "--rate", "1/s", *[base + p for p in REQUESTS[:4]]).stdout
         out += ns.exec(*env, "curl", "-sk", "--tls-max", "1.2", base + REQUESTS[4]).stdout
