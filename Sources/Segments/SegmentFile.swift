@@ -9,7 +9,7 @@ final class SegmentFile {
     let finalName: String
     var partialPath: String { directory + "/" + finalName + ".partial" }
     var finalPath: String { directory + "/" + finalName }
-    /// Bytes on disk, all of them complete frames.
+    /// Bytes on disk, ending where a flush ended.
     private(set) var length: Int = 0
     private var fd: Int32 = -1
 
@@ -22,7 +22,7 @@ final class SegmentFile {
 
     var isOpen: Bool { fd >= 0 }
 
-    /// Creates the partial file; done when the first frame is written, so an unwritable disk leaves
+    /// Creates the partial file; done at the first flush, so an unwritable disk leaves
     /// nothing behind.
     func create() throws(SystemError) {
         guard fd < 0 else { return }
@@ -32,15 +32,15 @@ final class SegmentFile {
 
     /// Appends one flush worth of compressed bytes, or nothing: a failed write is cut back off, so
     /// the file ends where the last flush ended.
-    func append(frame: [UInt8]) throws(SystemError) {
+    func append(_ bytes: [UInt8]) throws(SystemError) {
         try create()
         var written = 0
         do throws(SystemError) {
-            while written < frame.count {
+            while written < bytes.count {
                 let path = partialPath
                 let offset = written
                 written += try syscall("write segment \(path)") {
-                    frame.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
+                    bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) }
                 }
             }
         } catch {
@@ -48,7 +48,7 @@ final class SegmentFile {
             _ = lseek(fd, off_t(length), SEEK_SET)
             throw error
         }
-        length += frame.count
+        length += bytes.count
     }
 
     /// fsync, close, rename to the final name, fsync the directory: the segment becomes visible

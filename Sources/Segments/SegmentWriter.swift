@@ -44,7 +44,7 @@ public final class SegmentWriter {
     private var carriedSecrets: [KeyLogLine] = []
     /// Partial segments given up after a failed write, repaired once writes succeed again.
     private var brokenPartials: [String] = []
-    /// Packets dropped per interface because their frame could not be written (ISB `isb_osdrop`).
+    /// Packets dropped per interface because their flush could not be written (ISB `isb_osdrop`).
     private var droppedByInterface: [InterfaceKey: UInt64] = [:]
     private var failingSince: UInt64?
     private var unregisteredWarned: Set<InterfaceKey> = []
@@ -104,7 +104,7 @@ public final class SegmentWriter {
         }
     }
 
-    /// Everything older than the watermark has been written: ends a frame when one is due and
+    /// Everything older than the watermark has been written: flushes when one is due and
     /// finishes the segment when the watermark passes its period, with or without packets.
     public func advance(watermarkWallNs: UInt64) {
         guard let segment else { return }
@@ -128,7 +128,7 @@ public final class SegmentWriter {
     @discardableResult
     private func write(_ output: PendingOutput, of segment: OpenSegment) -> Bool {
         do {
-            try segment.file.append(frame: output.bytes)
+            try segment.file.append(output.bytes)
         } catch {
             statistics.writeErrors += 1
             statistics.packetsDroppedDiskFull += UInt64(output.packets)
@@ -175,7 +175,7 @@ public final class SegmentWriter {
         }
     }
 
-    /// Finishes the current segment (ISBs, last frame, fsync, rename). Call at shutdown.
+    /// Finishes the current segment (ISBs, end of its frame, fsync, rename). Call at shutdown.
     public func close() {
         finishSegment()
     }
