@@ -29,8 +29,10 @@ public struct SegmentRepair {
     /// Suffix of the copy being written by a repair; one left by a crash is incomplete and removed.
     static let temporarySuffix = ".repair"
 
+    /// Repairs every partial segment of the directory; a directory that does not exist yet has none.
     @discardableResult
     public func run() throws -> [Outcome] {
+        guard access(directory, F_OK) == 0 else { return [] }
         for stale in try SegmentDirectory.names(in: directory) where stale.hasSuffix(SegmentName.partialSuffix + Self.temporarySuffix) {
             unlink(directory + "/" + stale)
         }
