@@ -49,7 +49,7 @@ public final class SegmentWriter {
     private var failingSince: UInt64?
     private var unregisteredWarned: Set<InterfaceKey> = []
     /// Past this much uncompressed input a flush comes early, bounding memory on busy hosts.
-    static let maxFrameInputBytes = 16 << 20
+    static let maxPendingInputBytes = 16 << 20
 
     public init(directory: String, rotateEveryNs: UInt64, flushEveryNs: UInt64, snapLength: UInt32 = 262_144,
                 zstdLevel: Int32 = 3, liveSecrets: (any LiveSecretsProvider)?,
@@ -92,7 +92,7 @@ public final class SegmentWriter {
                                               direction: packet.direction)),
                        packetOf: packet.interface)
         segment.lastTimeNs = packet.timestampNs
-        if segment.pendingInputBytes > Self.maxFrameInputBytes { flush() }
+        if segment.pendingInputBytes > Self.maxPendingInputBytes { flush() }
     }
 
     /// Secrets go into the file (a DSB) before any packet written after this call.
