@@ -1,36 +1,32 @@
 import PcapNG
 import TapCore
 
-/// What a segment holds, as far as later blocks depend on it.
-struct SegmentState {
-    var sectionStarted = false
-    var interfaceIDs: [InterfaceKey: UInt32] = [:]
-    var secrets: Set<KeyLogLine> = []
+/// Output of the compressor taken for one write: the bytes and what they carry.
+struct PendingOutput {
+    var bytes: [UInt8] = []
+    var packets = 0
+    var packetsByInterface: [InterfaceKey: UInt64] = [:]
 }
 
-/// A frame ended by the compressor, waiting to be appended to the file.
-struct EndedFrame {
-    var bytes: [UInt8]
-    var packets: Int
-    var packetsByInterface: [InterfaceKey: UInt64]
-    var secrets: [KeyLogLine]
-}
-
-/// One segment while it is written: its file, the compressor of its frame in progress, and its
-/// state twice — as on disk (`committed`) and including the frame in progress (`state`) — so a frame
-/// that cannot be written is rolled back without leaving blocks that point at lost IDBs.
+/// One segment while it is written: its file, its zstd frame in progress (one frame per segment:
+/// tshark 4.0 misreads files of several frames once they pass 128 KiB), the interfaces and secrets it
+/// holds, and what has been compressed but not yet written.
 final class OpenSegment {
     let file: SegmentFile
     let periodStartNs: UInt64
     var periodEndNs: UInt64
     var nextFlushNs: UInt64 = 0
     var lastTimeNs: UInt64 = 0
-    var state = SegmentState()
-    private var committed = SegmentState()
+    var sectionStarted = false
+    private(set) var interfaceIDs: [InterfaceKey: UInt32] = [:]
+    /// Every key-log line in this segment, for deduplication.
+    private(set) var secrets: Set<KeyLogLine> = []
+    /// Lines that arrived (write(secrets:)) while this segment was open, carried into the next head DSB.
+    private(set) var arrivedSecrets: [KeyLogLine] = []
+    private var arrivedSet: Set<KeyLogLine> = []
 
     private let compressor: ZstdCompressor
-    private var frameOutput: [UInt8] = []
-    private var frame = EndedFrame(bytes: [], packets: 0, packetsByInterface: [:], secrets: [])
+    private var pending = PendingOutput()
     private(set) var pendingInputBytes = 0
     private var scratch: [UInt8] = []
 
@@ -41,52 +37,45 @@ final class OpenSegment {
         compressor = ZstdCompressor(level: zstdLevel)
     }
 
-    var hasPendingFrame: Bool { pendingInputBytes > 0 }
+    var hasPendingInput: Bool { pendingInputBytes > 0 }
 
-    func append(_ block: Block, packetOf interface: InterfaceKey? = nil, secrets: [KeyLogLine] = []) {
+    func append(_ block: Block, packetOf interface: InterfaceKey? = nil) {
         scratch.removeAll(keepingCapacity: true)
         BlockWriter.append(block, to: &scratch)
-        compressor.compress(scratch, into: &frameOutput)
+        compressor.compress(scratch, into: &pending.bytes)
         pendingInputBytes += scratch.count
         if let interface {
-            frame.packets += 1
-            frame.packetsByInterface[interface, default: 0] += 1
+            pending.packets += 1
+            pending.packetsByInterface[interface, default: 0] += 1
         }
-        if !secrets.isEmpty {
-            frame.secrets += secrets
-            state.secrets.formUnion(secrets)
-        }
+    }
+
+    /// A DSB with the lines of `lines` not yet in this segment (nothing if none); `arrived` marks
+    /// lines handed to the writer now rather than repeated from elsewhere.
+    func appendSecrets(_ lines: [KeyLogLine], arrived: Bool) {
+        let fresh = lines.filter { secrets.insert($0).inserted }
+        if arrived { arrivedSecrets += lines.filter { arrivedSet.insert($0).inserted } }
+        if !fresh.isEmpty { append(.secrets(DecryptionSecrets(keyLog: fresh))) }
     }
 
     /// The IDB id of an interface in this segment, writing its IDB the first time.
     func interfaceID(for info: InterfaceInfo, snapLength: UInt32) -> UInt32 {
-        if let id = state.interfaceIDs[info.key] { return id }
-        let id = UInt32(state.interfaceIDs.count)
+        if let id = interfaceIDs[info.key] { return id }
+        let id = UInt32(interfaceIDs.count)
         append(.interface(InterfaceDescription(linkType: info.linkType.rawValue, snapLength: snapLength,
                                                name: info.qualifiedName, description: info.description)))
-        state.interfaceIDs[info.key] = id
+        interfaceIDs[info.key] = id
         return id
     }
 
-    /// The lines of `lines` not yet in this segment, each once.
-    func unwritten(_ lines: [KeyLogLine]) -> [KeyLogLine] {
-        var seen = state.secrets
-        return lines.filter { seen.insert($0).inserted }
+    /// Everything compressed so far, made decodable (zstd blocks flushed) or, with `endingFrame`,
+    /// the end of the frame.
+    func takeOutput(endingFrame: Bool) -> PendingOutput {
+        if endingFrame { compressor.endFrame(into: &pending.bytes) } else { compressor.flush(into: &pending.bytes) }
+        defer {
+            pending = PendingOutput()
+            pendingInputBytes = 0
+        }
+        return pending
     }
-
-    func endFrame() -> EndedFrame {
-        compressor.endFrame(into: &frameOutput)
-        var ended = frame
-        ended.bytes = frameOutput
-        frameOutput = []
-        frame = EndedFrame(bytes: [], packets: 0, packetsByInterface: [:], secrets: [])
-        pendingInputBytes = 0
-        return ended
-    }
-
-    /// The ended frame is on disk.
-    func commit() { committed = state }
-
-    /// The ended frame is lost: back to what the file holds.
-    func rollBack() { state = committed }
 }

@@ -20,12 +20,19 @@ public enum SegmentDirectory {
         try entries(in: directory).filter { $0.name.hasSuffix(SegmentName.partialSuffix) }
     }
 
-    static func entries(in directory: String) throws(SystemError) -> [SegmentEntry] {
+    static func names(in directory: String) throws(SystemError) -> [String] {
         guard let dir = opendir(directory) else { throw SystemError("open segment directory \(directory)", errno: errno) }
         defer { closedir(dir) }
-        var found: [SegmentEntry] = []
+        var names: [String] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+        }
+        return names
+    }
+
+    static func entries(in directory: String) throws(SystemError) -> [SegmentEntry] {
+        var found: [SegmentEntry] = []
+        for name in try names(in: directory) {
             guard let start = SegmentName.startNs(of: name) else { continue }
             let path = directory + "/" + name
             var info = stat()

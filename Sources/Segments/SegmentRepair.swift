@@ -1,163 +1,121 @@
-import CZstd
 import Glibc
 import Logging
 import PcapNG
 import TapCore
 
-/// Run at daemon start: turns every `*.pcapng.zst.partial` left by a crash into a finished segment.
+/// Run at daemon start (and by the writer once a full disk frees up): turns each
+/// `*.pcapng.zst.partial` into a finished segment.
 ///
-/// A partial is cut to its last zstd frame that is complete and decompresses (checksum included),
-/// and within that to the last frame whose content ends on a complete PcapNG block — the writer
-/// ends frames only between blocks, so this keeps everything up to the last flush. The result is a
-/// valid section without ISBs, renamed to its final name. A partial with nothing recoverable is
-/// removed. Finished segments are never opened for writing.
+/// A partial is decoded as far as its zstd data goes — the writer flushes complete zstd blocks, so
+/// that is everything up to the last flush — and cut to its last complete PcapNG block. A partial
+/// that decodes whole is only renamed; otherwise that prefix is compressed again into
+/// `<name>.repair`, which replaces the partial under the final name. The result is a valid section
+/// without ISBs. A partial with nothing recoverable is removed. Finished segments are never touched.
 public struct SegmentRepair {
     public enum Outcome: Equatable, Sendable {
-        case repaired(finalPath: String, keptBytes: UInt64, droppedBytes: UInt64)
+        case repaired(finalPath: String, keptBytes: UInt64)
         case removed(path: String, reason: String)
     }
 
     public let directory: String
     public let logger: Logger
+    public var zstdLevel: Int32 = 3
 
     public init(directory: String, logger: Logger) {
         self.directory = directory
         self.logger = logger
     }
 
+    /// Suffix of the copy being written by a repair; one left by a crash is incomplete and removed.
+    static let temporarySuffix = ".repair"
+
+    /// Repairs every partial segment of the directory; a directory that does not exist yet has none.
     @discardableResult
-    public func run() throws(SystemError) -> [Outcome] {
+    public func run() throws -> [Outcome] {
+        guard access(directory, F_OK) == 0 else { return [] }
+        for stale in try SegmentDirectory.names(in: directory) where stale.hasSuffix(SegmentName.partialSuffix + Self.temporarySuffix) {
+            unlink(directory + "/" + stale)
+        }
         var outcomes: [Outcome] = []
         for partial in try SegmentDirectory.partialSegments(in: directory) {
-            outcomes.append(try repair(partial))
+            outcomes.append(try repair(path: partial.path))
         }
         return outcomes
     }
 
-    func repair(_ partial: SegmentEntry) throws(SystemError) -> Outcome {
-        let keep: UInt64
-        var reason = "no complete PcapNG section"
-        do {
-            keep = try recoverableLength(of: partial.path)
-        } catch {
-            keep = 0
-            reason = "\(error)"
+    @discardableResult
+    public func repair(path: String) throws -> Outcome {
+        let name = String(path.split(separator: "/").last ?? "")
+        let (blocksEnd, whole, reason) = recoverable(path)
+        if blocksEnd == 0 {
+            try syscall("remove unrecoverable segment \(path)") { unlink(path) }
+            logger.warning("removed a partial segment with nothing recoverable", metadata: ["segment": "\(name)", "reason": "\(reason)"])
+            return .removed(path: path, reason: reason)
         }
-        if keep == 0 {
-            try syscall("remove unrecoverable segment \(partial.path)") { unlink(partial.path) }
-            logger.warning("removed a partial segment with nothing recoverable",
-                           metadata: ["segment": "\(partial.name)", "reason": "\(reason)"])
-            return .removed(path: partial.path, reason: reason)
-        }
-        let fd = try syscall("open \(partial.path)") { open(partial.path, O_WRONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        try syscall("truncate \(partial.path)") { ftruncate(fd, off_t(keep)) }
-        try syscall("fsync \(partial.path)") { fsync(fd) }
-        let stem = String(partial.name.dropLast(SegmentName.partialSuffix.count))
+        let stem = String(name.dropLast(SegmentName.partialSuffix.count))
         var finalName = stem + SegmentName.finishedSuffix
-        if access(directory + "/" + finalName, F_OK) == 0 {
-            finalName = SegmentDirectory.freeFinishedName(in: directory, startNs: partial.startNs, firstWriteNs: partial.startNs)
+        if access(directory + "/" + finalName, F_OK) == 0, let start = SegmentName.startNs(of: name) {
+            finalName = SegmentDirectory.freeFinishedName(in: directory, startNs: start, firstWriteNs: start)
         }
         let finalPath = directory + "/" + finalName
-        try syscall("rename \(partial.path)") { rename(partial.path, finalPath) }
+        if !whole {
+            // Replace the partial by its repaired copy first: a crash in between leaves one or the
+            // other, never both under final names.
+            let temporary = path + Self.temporarySuffix
+            try recompress(path, uncompressedLength: blocksEnd, to: temporary)
+            try syscall("replace \(path) by its repaired copy") { rename(temporary, path) }
+        }
+        try syscall("rename \(path)") { rename(path, finalPath) }
         try SegmentDirectory.sync(directory)
-        logger.notice("repaired a segment left partial by a crash",
-                      metadata: ["segment": "\(finalName)", "kept_bytes": "\(keep)", "dropped_bytes": "\(partial.size - keep)"])
-        return .repaired(finalPath: finalPath, keptBytes: keep, droppedBytes: partial.size - keep)
+        logger.notice("repaired a segment left partial", metadata: ["segment": "\(finalName)", "kept_pcapng_bytes": "\(blocksEnd)"])
+        return .repaired(finalPath: finalPath, keptBytes: blocksEnd)
     }
 
-    /// Compressed length of the longest prefix of whole, valid frames whose content is whole blocks
-    /// starting with a Section Header Block.
-    func recoverableLength(of path: String) throws -> UInt64 {
-        let frames = try FrameSource(path: path)
-        let reader = BlockReader(source: frames)
+    /// The uncompressed length of the whole PcapNG blocks the file decodes to (0 unless they start
+    /// with a Section Header Block), and whether that is all of it.
+    func recoverable(_ path: String) -> (blocksEnd: UInt64, whole: Bool, reason: String) {
+        guard let file = try? FileByteSource(path: path) else { return (0, false, "cannot be opened") }
+        let source = ZstdByteSource(compressed: file, tolerant: true)
+        let reader = BlockReader(source: source)
         var blocksEnd: UInt64 = 0
         do {
             while let block = try reader.next() {
-                if blocksEnd == 0 { guard case .section = block else { break } }
+                if blocksEnd == 0 { guard case .section = block else { return (0, false, "does not start with a section header") } }
                 blocksEnd = reader.offset
             }
+            return (blocksEnd, !source.stoppedEarly, blocksEnd == 0 ? "empty" : "")
         } catch {
-            // A torn or damaged tail: keep what came before it.
+            return (blocksEnd, false, "\(error)")
         }
-        // The last frame boundary at or before the end of the last whole block.
-        return frames.boundaries.last { $0.uncompressedEnd <= blocksEnd }?.compressedEnd ?? 0
-    }
-}
-
-/// The decompressed content of a zstd file, frame by frame, stopping quietly at the first frame
-/// that is incomplete or does not decompress; records where each good frame ends.
-final class FrameSource: ByteSource {
-    struct Boundary { var compressedEnd: UInt64; var uncompressedEnd: UInt64 }
-
-    private let file: FileByteSource
-    private var pending: [UInt8] = []
-    private var fileEnded = false
-    private var compressedOffset: UInt64 = 0
-    private var uncompressedOffset: UInt64 = 0
-    private var output: [UInt8] = []
-    private var outputPosition = 0
-    private var stopped = false
-    private(set) var boundaries: [Boundary] = []
-    private let context: OpaquePointer
-
-    init(path: String) throws {
-        file = try FileByteSource(path: path)
-        guard let context = ZSTD_createDCtx() else { fatalError("ZSTD_createDCtx: out of memory") }
-        self.context = context
     }
 
-    deinit { ZSTD_freeDCtx(context) }
-
-    func read(maxCount: Int) throws -> [UInt8] {
-        while outputPosition == output.count {
-            guard !stopped, let frame = try nextFrame() else { return [] }
-            output = frame
-            outputPosition = 0
-        }
-        let end = min(output.count, outputPosition + maxCount)
-        defer { outputPosition = end }
-        return Array(output[outputPosition..<end])
-    }
-
-    /// The next whole frame, decompressed; nil at the end or at the first bad frame.
-    private func nextFrame() throws -> [UInt8]? {
-        while true {
-            let size = pending.withUnsafeBytes { ZSTD_findFrameCompressedSize($0.baseAddress, $0.count) }
-            if ZSTD_isError(size) == 0 && size <= pending.count {
-                guard let content = decompress(frameLength: size) else { stopped = true; return nil }
-                pending.removeSubrange(0..<size)
-                compressedOffset += UInt64(size)
-                uncompressedOffset += UInt64(content.count)
-                boundaries.append(Boundary(compressedEnd: compressedOffset, uncompressedEnd: uncompressedOffset))
-                return content
+    private func recompress(_ path: String, uncompressedLength: UInt64, to temporary: String) throws {
+        let source = ZstdByteSource(compressed: try FileByteSource(path: path), tolerant: true)
+        let fd = try syscall("create \(temporary)") { open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        var closed = false
+        defer { if !closed { close(fd); unlink(temporary) } }
+        let compressor = ZstdCompressor(level: zstdLevel)
+        var remaining = uncompressedLength
+        var output: [UInt8] = []
+        func drain() throws {
+            var written = 0
+            while written < output.count {
+                let offset = written
+                written += try syscall("write \(temporary)") { output.withUnsafeBytes { write(fd, $0.baseAddress! + offset, $0.count - offset) } }
             }
-            let needsMore = ZSTD_isError(size) == 0 || ZSTD_getErrorCode(size) == ZSTD_error_srcSize_wrong || pending.count < 18
-            guard needsMore, !fileEnded else { stopped = true; return nil }
-            let chunk = try file.read(maxCount: 1 << 20)
-            if chunk.isEmpty { fileEnded = true } else { pending += chunk }
+            output.removeAll(keepingCapacity: true)
         }
-    }
-
-    private func decompress(frameLength: Int) -> [UInt8]? {
-        ZSTD_DCtx_reset(context, ZSTD_reset_session_only)
-        var content: [UInt8] = []
-        var scratch = [UInt8](repeating: 0, count: ZSTD_DStreamOutSize())
-        let scratchCount = scratch.count
-        var finished = false
-        let ok: Bool = pending.withUnsafeBytes { source in
-            var inBuffer = ZSTD_inBuffer(src: source.baseAddress, size: frameLength, pos: 0)
-            return scratch.withUnsafeMutableBytes { target in
-                while true {
-                    var outBuffer = ZSTD_outBuffer(dst: target.baseAddress, size: scratchCount, pos: 0)
-                    let result = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
-                    if ZSTD_isError(result) != 0 { return false }
-                    content.append(contentsOf: UnsafeRawBufferPointer(rebasing: target[0..<outBuffer.pos]))
-                    if result == 0 { finished = true; return true }
-                    if inBuffer.pos == inBuffer.size && outBuffer.pos < scratchCount { return false }
-                }
-            }
+        while remaining > 0 {
+            let chunk = try source.read(maxCount: Int(min(remaining, 1 << 20)))
+            guard !chunk.isEmpty else { throw PcapNGError(offset: uncompressedLength - remaining, "segment data ended early on the second read") }
+            compressor.compress(chunk, into: &output)
+            remaining -= UInt64(chunk.count)
+            if output.count >= 1 << 20 { try drain() }
         }
-        return ok && finished ? content : nil
+        compressor.endFrame(into: &output)
+        try drain()
+        try syscall("fsync \(temporary)") { fsync(fd) }
+        close(fd)
+        closed = true
     }
 }

@@ -6,14 +6,16 @@ import TapCore
 /// Writes packets and TLS secrets into time-rotated, zstd-compressed PcapNG segments.
 ///
 /// Single-threaded: the daemon calls it from one thread. Each segment holds one section: SHB, a head
-/// DSB with the secrets of the sessions still live, then IDBs (each the first time one of its packets
-/// comes), DSBs and EPBs in call order, and an ISB per interface at the end. Every `flushEvery` the
-/// compressed frame in progress is ended and appended to the file, so on disk there are only
-/// complete frames (plus, after a crash, maybe a torn tail that `SegmentRepair` cuts off).
+/// DSB (the secrets of the sessions still live, plus those that arrived during the previous segment),
+/// then IDBs (each the first time one of its packets comes), DSBs and EPBs in call order, and an ISB
+/// per interface at the end. The segment is one zstd frame; every `flushEvery` what was compressed is
+/// flushed as complete zstd blocks and appended, so after a crash everything up to the last flush
+/// decodes and `SegmentRepair` turns the file into a finished segment.
 ///
-/// A write that fails (full disk, I/O error) drops that frame: the file is cut back to its last
-/// frame, what the frame held is counted as dropped, secrets it held are owed again, and the next
-/// frame is tried when it is due. Nothing here throws after `init`.
+/// A write that fails (full disk, I/O error) is cut back off the file; that segment is given up
+/// (left for repair, which runs again once writes succeed), what the failed write held is counted as
+/// dropped, and the next packet starts a fresh segment file whose first flush tests the disk again.
+/// Nothing here throws after `init`.
 public final class SegmentWriter {
     public struct Statistics: Sendable, Equatable {
         public var segmentsWritten: UInt64 = 0
@@ -35,14 +37,19 @@ public final class SegmentWriter {
     private let logger: Logger
     private var interfaces: [InterfaceKey: InterfaceInfo] = [:]
     private var segment: OpenSegment?
-    /// Secrets that must reach the file before the next packet (arrived with no segment open, or
-    /// lost with a failed frame).
+    /// Secrets that must reach the file before the next packet: arrived with no segment open.
     private var owedSecrets: [KeyLogLine] = []
-    /// Packets dropped per interface because their frame could not be written (ISB `isb_osdrop`).
+    /// Secrets that arrived during the previous segment: repeated in the next head DSB, so it does not
+    /// depend on the provider alone.
+    private var carriedSecrets: [KeyLogLine] = []
+    /// Partial segments given up after a failed write, repaired once writes succeed again.
+    private var brokenPartials: [String] = []
+    /// Packets dropped per interface because their flush could not be written (ISB `isb_osdrop`).
     private var droppedByInterface: [InterfaceKey: UInt64] = [:]
     private var failingSince: UInt64?
-    /// Past this much uncompressed input a frame ends early, bounding memory on busy hosts.
-    static let maxFrameInputBytes = 16 << 20
+    private var unregisteredWarned: Set<InterfaceKey> = []
+    /// Past this much uncompressed input a flush comes early, bounding memory on busy hosts.
+    static let maxPendingInputBytes = 16 << 20
 
     public init(directory: String, rotateEveryNs: UInt64, flushEveryNs: UInt64, snapLength: UInt32 = 262_144,
                 zstdLevel: Int32 = 3, liveSecrets: (any LiveSecretsProvider)?,
@@ -71,12 +78,13 @@ public final class SegmentWriter {
     /// period finishes the current segment first.
     public func write(_ packet: CapturedPacket) {
         advance(watermarkWallNs: packet.timestampNs)
-        let segment = openSegment(at: packet.timestampNs)
-        writeOwedSecrets(into: segment)
         guard let info = interfaces[packet.interface] else {
-            logger.warning("packet of an unregistered interface dropped", metadata: ["interface": "\(packet.interface)"])
+            if unregisteredWarned.insert(packet.interface).inserted {
+                logger.warning("dropping packets of an interface that was never registered", metadata: ["interface": "\(packet.interface)"])
+            }
             return
         }
+        let segment = openSegment(at: packet.timestampNs)
         let interfaceID = segment.interfaceID(for: info, snapLength: snapLength)
         let data = packet.data.count > Int(snapLength) ? Array(packet.data.prefix(Int(snapLength))) : packet.data
         segment.append(.packet(EnhancedPacket(interfaceID: interfaceID, timestampNs: packet.timestampNs,
@@ -84,16 +92,19 @@ public final class SegmentWriter {
                                               direction: packet.direction)),
                        packetOf: packet.interface)
         segment.lastTimeNs = packet.timestampNs
-        if segment.pendingInputBytes > Self.maxFrameInputBytes { flush() }
+        if segment.pendingInputBytes > Self.maxPendingInputBytes { flush() }
     }
 
     /// Secrets go into the file (a DSB) before any packet written after this call.
     public func write(secrets: [KeyLogLine]) {
-        owedSecrets += secrets
-        if let segment { writeOwedSecrets(into: segment) }
+        if let segment {
+            segment.appendSecrets(secrets, arrived: true)
+        } else {
+            owedSecrets += secrets
+        }
     }
 
-    /// Everything older than the watermark has been written: ends a frame when one is due and
+    /// Everything older than the watermark has been written: flushes when one is due and
     /// finishes the segment when the watermark passes its period, with or without packets.
     public func advance(watermarkWallNs: UInt64) {
         guard let segment else { return }
@@ -107,31 +118,59 @@ public final class SegmentWriter {
         }
     }
 
-    /// Ends the frame in progress and appends it to the file now.
+    /// Makes what was compressed so far decodable and appends it to the file now.
     public func flush() {
-        guard let segment, segment.hasPendingFrame else { return }
-        let frame = segment.endFrame()
+        guard let segment, segment.hasPendingInput else { return }
+        write(segment.takeOutput(endingFrame: false), of: segment)
+    }
+
+    /// Appends compressed output; on failure gives the segment up. True when written.
+    @discardableResult
+    private func write(_ output: PendingOutput, of segment: OpenSegment) -> Bool {
         do {
-            try segment.file.append(frame: frame.bytes)
-            segment.commit()
-            statistics.bytesWritten += UInt64(frame.bytes.count)
-            statistics.packetsWritten += UInt64(frame.packets)
-            if let since = failingSince {
-                logger.notice("segment writes resumed", metadata: ["segment": "\(segment.file.finalName)",
-                                                                    "failing_for_ms": "\((segment.lastTimeNs &- since) / 1_000_000)"])
-                failingSince = nil
-            }
+            try segment.file.append(output.bytes)
         } catch {
             statistics.writeErrors += 1
-            statistics.packetsDroppedDiskFull += UInt64(frame.packets)
-            for (key, count) in frame.packetsByInterface { droppedByInterface[key, default: 0] += count }
-            owedSecrets = frame.secrets + owedSecrets
-            segment.rollBack()
+            statistics.packetsDroppedDiskFull += UInt64(output.packets)
+            for (key, count) in output.packetsByInterface { droppedByInterface[key, default: 0] += count }
             if failingSince == nil {
                 failingSince = segment.lastTimeNs
                 let kind = error.errno == ENOSPC || error.errno == EDQUOT ? "disk full" : "write failed"
                 logger.error("\(kind): dropping packets until the segment directory takes writes again",
                              metadata: ["segment": "\(segment.file.finalName)", "error": "\(error)"])
+            }
+            giveUp(segment)
+            return false
+        }
+        statistics.bytesWritten += UInt64(output.bytes.count)
+        statistics.packetsWritten += UInt64(output.packets)
+        if let since = failingSince {
+            failingSince = nil
+            logger.notice("segment writes resumed", metadata: ["segment": "\(segment.file.finalName)",
+                                                                "failing_for_ms": "\((segment.lastTimeNs &- since) / 1_000_000)"])
+            repairBrokenPartials()
+        }
+        return true
+    }
+
+    /// After a failed write: the segment's frame cannot go on. What it wrote stays for repair; its
+    /// secrets go to the head of the next segment.
+    private func giveUp(_ segment: OpenSegment) {
+        if let left = segment.file.abandon() { brokenPartials.append(left) }
+        carriedSecrets = segment.arrivedSecrets
+        self.segment = nil
+    }
+
+    private func repairBrokenPartials() {
+        let repair = SegmentRepair(directory: directory, logger: logger)
+        brokenPartials = brokenPartials.filter { path in
+            do {
+                try repair.repair(path: path)
+                return false
+            } catch {
+                logger.error("could not repair a segment given up after a failed write; it is repaired at the next start",
+                             metadata: ["segment": "\(path)", "error": "\(error)"])
+                return true
             }
         }
     }
@@ -149,7 +188,7 @@ public final class SegmentWriter {
         }
     }
 
-    /// Finishes the current segment (ISBs, last frame, fsync, rename). Call at shutdown.
+    /// Finishes the current segment (ISBs, end of its frame, fsync, rename). Call at shutdown.
     public func close() {
         finishSegment()
     }
@@ -165,50 +204,37 @@ public final class SegmentWriter {
         segment.nextFlushNs = timeNs + flushEveryNs
         segment.lastTimeNs = timeNs
         self.segment = segment
-        return segment
-    }
-
-    /// The SHB and head DSB, when the section is not started yet (a new segment, or one whose first
-    /// frame was lost); then any owed secrets the segment does not hold yet.
-    private func writeOwedSecrets(into segment: OpenSegment) {
-        if !segment.state.sectionStarted {
-            segment.append(.section(SectionHeader(os: Self.operatingSystem, userApplication: "tlstap \(TLSTap.version)")))
-            segment.state.sectionStarted = true
-            owedSecrets = (liveSecrets?.liveSecrets(nowWallNs: segment.lastTimeNs) ?? []) + owedSecrets
-        }
-        let fresh = segment.unwritten(owedSecrets)
+        segment.append(.section(SectionHeader(os: Self.operatingSystem, userApplication: "tlstap \(TLSTap.version)")))
+        let live = liveSecrets?.liveSecrets(nowWallNs: timeNs) ?? []
+        segment.appendSecrets(live + carriedSecrets, arrived: false)
+        segment.appendSecrets(owedSecrets, arrived: true)
+        carriedSecrets = []
         owedSecrets = []
-        if !fresh.isEmpty {
-            segment.append(.secrets(DecryptionSecrets(keyLog: fresh)), secrets: fresh)
-        }
+        return segment
     }
 
     private func finishSegment() {
         guard let segment else { return }
-        if segment.state.sectionStarted {
-            let now = segment.lastTimeNs
-            let counts = counters()
-            for (key, id) in segment.state.interfaceIDs.sorted(by: { $0.value < $1.value }) {
-                let count = counts[key] ?? InterfaceCounters()
-                segment.append(.statistics(InterfaceStatistics(
-                    interfaceID: id, timestampNs: now, startNs: segment.periodStartNs, endNs: now,
-                    received: count.received, droppedByInterface: count.droppedByRing,
-                    droppedByOS: count.droppedByTapper + (droppedByInterface[key] ?? 0))))
-            }
-            flush()
+        let now = segment.lastTimeNs
+        let counts = counters()
+        for (key, id) in segment.interfaceIDs.sorted(by: { $0.value < $1.value }) {
+            let count = counts[key] ?? InterfaceCounters()
+            segment.append(.statistics(InterfaceStatistics(
+                interfaceID: id, timestampNs: now, startNs: segment.periodStartNs, endNs: now,
+                received: count.received, droppedByInterface: count.droppedByRing,
+                droppedByOS: count.droppedByTapper + (droppedByInterface[key] ?? 0))))
         }
-        let wroteSomething = segment.file.length > 0
+        guard write(segment.takeOutput(endingFrame: true), of: segment) else { return }
         do {
             try segment.file.finish()
-            if wroteSomething {
-                statistics.segmentsWritten += 1
-                logger.info("segment finished", metadata: ["segment": "\(segment.file.finalName)"])
-            }
+            statistics.segmentsWritten += 1
+            logger.info("segment finished", metadata: ["segment": "\(segment.file.finalName)"])
         } catch {
             statistics.writeErrors += 1
             logger.error("could not finish segment; it stays partial for repair at the next start",
                          metadata: ["segment": "\(segment.file.finalName)", "error": "\(error)"])
         }
+        carriedSecrets = segment.arrivedSecrets
         self.segment = nil
     }
 

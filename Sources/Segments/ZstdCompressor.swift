@@ -1,8 +1,7 @@
 import CZstd
 
-/// A zstd streaming compressor (ZSTD_compressStream2) producing frames into memory; owns its
-/// context and frees it in `deinit`. Each frame carries a content checksum so repair can tell a
-/// damaged frame from a good one.
+/// A zstd streaming compressor (ZSTD_compressStream2) producing one frame into memory; owns its
+/// context and frees it in `deinit`. The frame carries a content checksum.
 final class ZstdCompressor {
     private let context: OpaquePointer
     private var scratch: [UInt8]
@@ -22,14 +21,15 @@ final class ZstdCompressor {
         run(input, ZSTD_e_continue, into: &output)
     }
 
+    /// Flushes what was compressed so far as complete zstd blocks (ZSTD_e_flush): a reader of the
+    /// output decodes everything given so far, though the frame goes on.
+    func flush(into output: inout [UInt8]) {
+        run([], ZSTD_e_flush, into: &output)
+    }
+
     /// Ends the current frame: afterwards `output` ends with a complete frame.
     func endFrame(into output: inout [UInt8]) {
         run([], ZSTD_e_end, into: &output)
-    }
-
-    /// Drops a frame in progress (its output was discarded) so the next frame starts clean.
-    func discardFrame() {
-        ZSTD_CCtx_reset(context, ZSTD_reset_session_only)
     }
 
     private func run(_ input: [UInt8], _ directive: ZSTD_EndDirective, into output: inout [UInt8]) {

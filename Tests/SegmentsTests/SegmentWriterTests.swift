@@ -43,8 +43,26 @@ import Testing
         #expect(isbs[0].startNs == t0 && isbs[0].endNs == t0 + 10_000_000_000)
 
         let second = try blocks(of: dir.path + "/2025-11-25T10-00-10Z.pcapng.zst")
-        #expect(second[1] == .secrets(DecryptionSecrets(keyLog: [keyLine(1)])))
+        // The head DSB: the provider's live secrets, plus what arrived during the previous segment.
+        #expect(second[1] == .secrets(DecryptionSecrets(keyLog: [keyLine(1), keyLine(2)])))
         #expect(live.calls == 2)
+    }
+
+    @Test func headDSBCarriesThePreviousSegmentsSecretsWithoutAProvider() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let writer = try makeWriter(dir, secrets: nil)
+        writer.write(packet(eth0, t0))
+        writer.write(secrets: [keyLine(4)])
+        writer.write(packet(eth0, t0 + 1))
+        writer.write(packet(eth0, t0 + 10_000_000_000))
+        writer.write(packet(eth0, t0 + 20_000_000_000))
+        writer.close()
+        let second = try blocks(of: dir.path + "/2025-11-25T10-00-10Z.pcapng.zst")
+        #expect(second[1] == .secrets(DecryptionSecrets(keyLog: [keyLine(4)])))
+        // Only one segment on: with no provider saying the session is live, it is not repeated forever.
+        let third = try blocks(of: dir.path + "/2025-11-25T10-00-20Z.pcapng.zst")
+        #expect(!third.contains { if case .secrets = $0 { return true } else { return false } })
     }
 
     @Test func secretsWithNoSegmentOpenGoToTheHeadOfTheNext() throws {
@@ -67,13 +85,13 @@ import Testing
         #expect(dir.files().isEmpty) // nothing on disk until the first flush
         writer.advance(watermarkWallNs: t0 + 150_000_000)
         let partial = dir.path + "/2025-11-25T10-00-00Z.pcapng.zst.partial"
-        let afterOne = readFile(partial)
-        #expect(!afterOne.isEmpty)
-        // The partial already decodes: complete frames only.
-        #expect(try blocks(of: partial).count == 3)
+        #expect(!readFile(partial).isEmpty)
+        // The partial's frame is not finished, but everything flushed decodes.
+        #expect(try flushedBlocks(of: partial).count == 3)
         writer.write(packet(eth0, t0 + 200_000_000))
+        #expect(try flushedBlocks(of: partial).count == 3)
         writer.advance(watermarkWallNs: t0 + 400_000_000)
-        #expect(try blocks(of: partial).count == 4)
+        #expect(try flushedBlocks(of: partial).count == 4)
         // No packets, but the watermark passes the period: the segment is finished.
         writer.advance(watermarkWallNs: t0 + 10_000_000_000)
         #expect(dir.files() == ["2025-11-25T10-00-00Z.pcapng.zst"])

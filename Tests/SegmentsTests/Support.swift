@@ -91,3 +91,11 @@ func writeFile(_ path: String, _ bytes: [UInt8], mtimeNs: UInt64? = nil) {
 
 /// 2025-11-25T10:00:00Z
 let t0: UInt64 = 1_764_064_800_000_000_000
+
+/// The blocks of a segment still being written, as far as its flushed data goes.
+func flushedBlocks(of path: String) throws -> [Block] {
+    let reader = BlockReader(source: ZstdByteSource(compressed: try FileByteSource(path: path), tolerant: true))
+    var result: [Block] = []
+    while let block = try reader.next() { result.append(block) }
+    return result
+}

@@ -149,16 +149,15 @@ def https_capture(tmp_path_factory):
     pcap, keys = str(d / "capture.pcapng"), str(d / "keys.txt")
     try:
         nginx = ns.popen(need("nginx"), "-c", str(d / "nginx.conf"), "-e", str(d / "nginx-error.log"))
-        dumpcap = ns.popen(need("dumpcap"), "-i", "lo", "-w", pcap, "-q", stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 10
-        while "Capturing on" not in (dumpcap.stderr.readline() or "") and time.time() < deadline:
-            pass
+        while f":{TLS_PORT}" not in ns.exec("ss", "-ltnH", check=False).stdout:
+            assert time.time() < deadline and nginx.poll() is None, "nginx did not start listening"
+            time.sleep(0.05)
+        dumpcap = ns.popen(need("dumpcap"), "-i", "lo", "-w", pcap, "-q", stderr=subprocess.PIPE, text=True)
+        while "Capturing on" not in (dumpcap.stderr.readline() or ""):
+            assert time.time() < deadline and dumpcap.poll() is None, "dumpcap did not start"
         base = f"https://127.0.0.1:{TLS_PORT}"
         env = ["env", f"SSLKEYLOGFILE={keys}"]
-        for attempt in range(50):
-            if ns.exec("curl", "-sk", "-o", "/dev/null", f"http://127.0.0.1:{TLS_PORT}/", check=False).returncode in (0, 52):
-                break
-            time.sleep(0.1)
         time.sleep(0.2)
         out = ns.exec(*env, "curl", "-sk", "--rate", "1/s", *[base + p for p in REQUESTS[:4]]).stdout
         out += ns.exec(*env, "curl", "-sk", "--tls-max", "1.2", base + REQUESTS[4]).stdout
@@ -361,31 +360,49 @@ def small_tmpfs(tmp_path):
     run(["umount", "-l", str(mount_point)], check=False)
 
 
+def fill(path):
+    """Writes zeros to `path` until the filesystem is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def test_full_disk_drops_counts_and_resumes(small_tmpfs):
-    filler = small_tmpfs / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError:
-            pass
+    """Two episodes on a 1 MiB tmpfs: full from the start, then full in the middle of a segment that
+    already holds data. The writer lives through both, logs each once, counts what it dropped, resumes
+    when space returns, and leaves only finished, readable segments (the interrupted one repaired)."""
     seg_dir = small_tmpfs / "segments"
-    proc = subprocess.Popen([replay_bin(), "generate", "--realtime", "--segment-dir", str(seg_dir), "--count", "700",
+    os.makedirs(seg_dir, mode=0o700)
+    filler = small_tmpfs / "filler"
+    fill(filler)
+    proc = subprocess.Popen([replay_bin(), "generate", "--realtime", "--segment-dir", str(seg_dir), "--count", "900",
                              "--interval-ns", "5000000", "--size", "400", "--rotate-every", "1s", "--flush-every", "100ms"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def status():
             fields = dict(kv.split("=") for kv in read_line(proc, "STATUS").split()[1:])
             return {k: int(v) for k, v in fields.items()}
-        s = status()
-        while s["dropped"] == 0:
+
+        def until(predicate):
             s = status()
-        assert proc.poll() is None, "the writer died on a full disk"
-        os.unlink(filler)  # space returns
-        written_at_return = s["written"]
-        while s["written"] <= written_at_return:
-            s = status()
+            while not predicate(s):
+                s = status()
+            return s
+
+        for episode in range(2):
+            s = until(lambda s: s["errors"] > 0) if episode == 0 else until(lambda s: s["errors"] > errors_before)
+            assert proc.poll() is None, "the writer died on a full disk"
+            os.unlink(filler)  # space returns
+            written_at_return = s["written"]
+            s = until(lambda s: s["written"] > written_at_return + 20)  # writes resumed, a segment holds data
+            errors_before = s["errors"]
+            if episode == 0:
+                fill(filler)  # full again, in the middle of a segment
         done = read_line(proc, "DONE")
         assert proc.wait(timeout=20) == 0
     finally:
@@ -394,11 +411,13 @@ def test_full_disk_drops_counts_and_resumes(small_tmpfs):
     final = {k: int(v) for k, v in (kv.split("=") for kv in done.split()[1:])}
     stderr = proc.stderr.read()
     assert final["dropped"] > 0 and final["written"] > 0
-    assert final["written"] + final["dropped"] == 700
-    assert stderr.count("disk full") == 1, stderr
-    assert "segment writes resumed" in stderr
+    assert final["written"] + final["dropped"] == 900
+    assert stderr.count("disk full") == 2, stderr
+    assert stderr.count("segment writes resumed") == 2, stderr
     files = segments(seg_dir)
-    assert files and not glob.glob(os.path.join(str(seg_dir), "*.partial"))
+    assert files and not glob.glob(os.path.join(str(seg_dir), "*.partial*"))
+    for f in files:
+        run([need("zstd"), "-tq", f])
     assert sum(packet_count(f) for f in files) == final["written"]
 
 

@@ -170,7 +170,7 @@ struct Repair: ParsableCommand {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         for outcome in try SegmentRepair(directory: segmentDir, logger: Logger(label: "tlstap.repair")).run() {
             switch outcome {
-            case .repaired(let path, let kept, let dropped): say("REPAIRED \(path) kept=\(kept) dropped=\(dropped)")
+            case .repaired(let path, let kept): say("REPAIRED \(path) kept=\(kept)")
             case .removed(let path, _): say("REMOVED \(path)")
             }
         }
