@@ -6,6 +6,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 #include "capture.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -24,10 +25,37 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
+/* The namespace of the interface the packet is on. bpf_get_netns_cookie(skb) will not do: in tc it
+ * answers with the namespace of the packet's socket (a packet crossing a veth still carries its
+ * sender's) or with the initial namespace when there is none. So the cookie is read from the device,
+ * skb->dev->nd_net.net->net_cookie, with CO-RE: these minimal declarations are relocated by libbpf
+ * against the running kernel's BTF. */
+struct net___tlstap {
+	__u64 net_cookie;
+} __attribute__((preserve_access_index));
+
+struct net_device___tlstap {
+	struct {
+		struct net___tlstap *net;
+	} nd_net;
+} __attribute__((preserve_access_index));
+
+struct sk_buff___tlstap {
+	struct net_device___tlstap *dev;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+static __always_inline __u64 device_netns_cookie(struct __sk_buff *skb)
+{
+	struct sk_buff___tlstap *kskb = bpf_cast_to_kern_ctx(skb);
+	return BPF_CORE_READ(kskb, dev, nd_net.net, net_cookie);
+}
+
+static __always_inline void count_drop(struct __sk_buff *skb, __u64 netns_cookie, __u32 direction)
 {
 	struct capture_iface key = {
-		.netns_cookie = bpf_get_netns_cookie(skb),
+		.netns_cookie = netns_cookie,
 		.ifindex = skb->ifindex,
 		.direction = direction,
 	};
@@ -48,7 +76,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 		if (!e)                                                                    \
 			goto dropped;                                                          \
 		e->ts_ns = ts;                                                             \
-		e->netns_cookie = bpf_get_netns_cookie(skb);                               \
+		e->netns_cookie = netns_cookie;                                            \
 		e->ifindex = skb->ifindex;                                                 \
 		e->orig_len = skb->len;                                                    \
 		e->direction = direction;                                                  \
@@ -65,6 +93,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 {
 	__u64 ts = bpf_ktime_get_ns();
+	__u64 netns_cookie = device_netns_cookie(skb);
 	__u32 cap_len = skb->len < cfg_snaplen ? skb->len : cfg_snaplen;
 
 	TRY_BUCKET(128)
@@ -79,7 +108,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	TRY_BUCKET(65536)
 	TRY_BUCKET(CAPTURE_MAX_SNAPLEN)
 dropped:
-	count_drop(skb, direction);
+	count_drop(skb, netns_cookie, direction);
 	return TC_ACT_UNSPEC;
 }
 

@@ -16,7 +16,7 @@ enum capture_direction {
 
 struct capture_event {
 	__u64 ts_ns;        /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u64 netns_cookie; /* bpf_get_netns_cookie(skb): maps to a namespace via SO_NETNS_COOKIE */
+	__u64 netns_cookie; /* of the device's namespace; user space reads it as SO_NETNS_COOKIE */
 	__u32 ifindex;      /* skb->ifindex, inside that namespace */
 	__u32 orig_len;     /* skb->len: bytes on the wire (a GSO packet counts whole) */
 	__u32 cap_len;      /* bytes of data that follow, min(orig_len, cfg_snaplen) */

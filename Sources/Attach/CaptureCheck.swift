@@ -42,9 +42,9 @@ public enum CaptureCheck {
 
     static func btf() -> Result {
         let present = access("/sys/kernel/btf/vmlinux", R_OK) == 0
-        return Result(name: "BTF", passed: present, required: false,
+        return Result(name: "BTF", passed: present, required: true,
                       detail: present ? "kernel type information at /sys/kernel/btf/vmlinux"
-                          : "no /sys/kernel/btf/vmlinux (not needed by the capture programs)")
+                          : "no /sys/kernel/btf/vmlinux: the capture programs need it to find each interface's namespace")
     }
 
     static func netns() -> Result {

@@ -155,8 +155,8 @@ public final class CaptureProgram: @unchecked Sendable {
     }
 }
 
-/// An interface as the BPF program names it: the namespace's cookie (`bpf_get_netns_cookie`, which
-/// user space reads as `SO_NETNS_COOKIE`) and the ifindex inside that namespace.
+/// An interface as the BPF program names it: the cookie of the device's namespace (which user space
+/// reads as `SO_NETNS_COOKIE` of a socket in it) and the ifindex inside that namespace.
 public struct CaptureInterfaceID: Hashable, Sendable, CustomStringConvertible {
     public var netnsCookie: UInt64
     public var ifindex: UInt32

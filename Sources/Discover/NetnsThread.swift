@@ -38,10 +38,15 @@ public final class NetnsThread: @unchecked Sendable {
     /// Runs `body` inside the namespace at `netnsPath` (or the home namespace if nil) and returns its result.
     public func run<T>(in netnsPath: String?, _ body: () throws -> T) throws -> T {
         try withoutActuallyEscaping(body) { body in
+            // The worker may still hold the job closure for a moment after it signalled `done`, so the
+            // job reaches `body` through a box that is emptied before `body` must stop existing.
+            let box = NetnsJobBody(body)
+            defer { box.body = nil }
             let done = PThreadMutexCondition()
             var result: Result<T, any Error>?
             let job = { [homeFD] in
                 let outcome = Result { () throws -> T in
+                    let body = box.body!
                     guard let netnsPath else { return try body() }
                     let fd = try syscall("open \(netnsPath)") { open(netnsPath, O_RDONLY | O_CLOEXEC) }
                     defer { close(fd) }
@@ -123,4 +128,10 @@ public final class PThreadMutexCondition: @unchecked Sendable {
         pthread_cond_broadcast(&condition)
         pthread_mutex_unlock(&mutex)
     }
+}
+
+/// Holds a job's body so the caller can drop it while the worker still holds the job (see `run`).
+private final class NetnsJobBody<T>: @unchecked Sendable {
+    var body: (() throws -> T)?
+    init(_ body: @escaping () throws -> T) { self.body = body }
 }

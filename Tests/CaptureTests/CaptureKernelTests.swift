@@ -44,7 +44,10 @@ final class Collector {
     let thread: NetnsThread
     let logger = Logger(label: "capture-tests")
 
-    init() throws { thread = try NetnsThread(name: "capture-tests") }
+    init() throws {
+        thread = try NetnsThread(name: "capture-tests")
+        LibBPFLog.route(to: logger)
+    }
     deinit { thread.shutdown() }
 
     @Test func capturesExactlyWhatTcpdumpSees() throws {
@@ -57,6 +60,7 @@ final class Collector {
         defer { collector.close() }
         for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, key: end.key, ifname: end.ifname) }
         #expect(table.count == 2)
+        #expect(try pair.a.hasTLSTapFilter() && pair.b.hasTLSTapFilter())
         let dumps = [try TCPDump(on: pair.a), try TCPDump(on: pair.b)]
 
         try pair.a.exec("ping", "-c", "3", "-i", "0.2", "10.86.0.2")
@@ -93,6 +97,8 @@ final class Collector {
                 #expect(mine.originalLength == packet.originalLength)
                 #expect(mine.direction == Self.direction(of: mine.bytes, localAddress: end.address), "\(end.ifname): wrong direction")
             }
+            let firstSeen = dump.first?.wallNs ?? 0
+            #expect(ours.count == 0, "\(end.ifname): captured but not seen by tcpdump: \(ours.map { "\($0.direction) \($0.bytes.count) bytes at \((Int64(clock.wallNs(fromMonotonic: $0.monotonicNs)) - Int64(firstSeen)) / 1000) µs" })")
         }
         print("capture vs tcpdump: worst timestamp difference \(worstSkewNs) ns")
     }
@@ -118,6 +124,7 @@ final class Collector {
         let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
         defer { program.close() }
         let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
         let tag = String(UInt16.random(in: 0..<UInt16.max), radix: 16)
         func cycle(_ index: Int) throws {
             let netns = "cp\(tag)l\(index)", path = "/run/netns/cp\(tag)l\(index)"
@@ -132,7 +139,7 @@ final class Collector {
                 try table.attach(netnsPath: path, key: key, ifname: name)
                 keys.append(key)
             }
-            #expect(try sh("ip", "-n", netns, "filter", "show", "dev", "cpl\(tag)a", "ingress").contains("tlstap_ingress"))
+            #expect(try sh("tc", "-n", netns, "filter", "show", "dev", "cpl\(tag)a", "ingress").contains("tlstap_ingress"))
             if index % 2 == 0 {
                 for key in keys { try table.detach(key) } // detach, then the namespace goes
                 try sh("ip", "netns", "del", netns)

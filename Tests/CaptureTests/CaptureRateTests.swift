@@ -10,17 +10,14 @@ import Testing
 /// Measures how fast the capture path runs on this machine: a UDP flood over a veth pair, both ends
 /// attached, default settings (64 MiB ring, snaplen 256 KiB), one consumer polling and copying each
 /// packet out of the ring as the pipeline does. The claim it checks: zero drops at that rate.
-@Suite(.serialized) final class CaptureRateTests {
-    let thread: NetnsThread
-    init() throws { thread = try NetnsThread(name: "capture-rate") }
-    deinit { thread.shutdown() }
-
+/// Part of the serialized kernel suite so nothing else competes for the CPU while it measures.
+extension CaptureKernelTests {
     @Test func floodAtDefaultSettingsHasNoDrops() throws {
         let pair = try VethPair.make(thread: thread)
         defer { pair.delete() }
         let program = try CaptureProgram()
         defer { program.close() }
-        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: Logger(label: "capture-rate"))
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
         defer { table.detachAll() }
         for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, key: end.key, ifname: end.ifname) }
 

@@ -50,8 +50,8 @@ struct VethEnd {
 
     /// Whether `tc filter show` lists a tlstap program on this interface (either direction).
     func hasTLSTapFilter() throws -> Bool {
-        let ingress = try sh("ip", "-n", netns, "filter", "show", "dev", ifname, "ingress", allowFailure: true)
-        let egress = try sh("ip", "-n", netns, "filter", "show", "dev", ifname, "egress", allowFailure: true)
+        let ingress = try sh("tc", "-n", netns, "filter", "show", "dev", ifname, "ingress")
+        let egress = try sh("tc", "-n", netns, "filter", "show", "dev", ifname, "egress")
         return (ingress + egress).contains("tlstap")
     }
 
@@ -123,7 +123,10 @@ final class TCPDump {
     init(on end: VethEnd) throws {
         file = "/tmp/\(end.ifname)-\(getpid()).pcap"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", end.netns, "tcpdump", "-i", end.ifname, "-n", "-U",
+        // Foundation's Process passes on the spawning thread's signal mask, which blocks SIGINT and
+        // SIGTERM on the test's threads; unblock them so tcpdump can be stopped cleanly.
+        process.arguments = ["python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
+                             "ip", "netns", "exec", end.netns, "tcpdump", "-i", end.ifname, "-n", "-U", "--immediate-mode",
                              "--time-stamp-precision=nano", "-w", file]
         let err = Pipe()
         process.standardError = err
