@@ -155,14 +155,13 @@ final class Collector {
         #expect(openFDCount() == baseline, "fds before: \(baseline), after 50 cycles: \(openFDCount())")
     }
 
-    @Test func staleFiltersOfAKilledProcessAreRemoved() throws {
-        let pair = try VethPair.make(thread: thread)
-        defer { pair.delete() }
+    /// Runs capture-probe (the production attach code in another process) and kills it with -9.
+    func leaveStaleFilters(on end: VethEnd) throws {
         let probe = URL(fileURLWithPath: try String(decoding: readLink("/proc/self/exe"), as: UTF8.self))
             .deletingLastPathComponent().appendingPathComponent("capture-probe")
         let process = Process()
         process.executableURL = probe
-        process.arguments = [pair.a.netnsPath, "\(pair.a.ifindex)", pair.a.ifname]
+        process.arguments = [end.netnsPath, "\(end.ifindex)", end.ifname]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -170,14 +169,36 @@ final class Collector {
         #expect(said.contains("attached"), "capture-probe did not attach: \(said)")
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        #expect(try pair.a.hasTLSTapFilter(), "kill -9 should leave the classic tc filters behind")
+        #expect(try end.hasTLSTapFilter(), "kill -9 should leave the classic tc filters behind")
+    }
 
+    @Test func staleFiltersOfAKilledProcessAreRemoved() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        try leaveStaleFilters(on: pair.a)
         let removed = try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
                                                           ifname: pair.a.ifname, using: thread)
         #expect(removed == 2)
         #expect(try !pair.a.hasTLSTapFilter())
         #expect(try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
                                                     ifname: pair.a.ifname, using: thread) == 0)
+    }
+
+    @Test func attachingOverStaleFiltersTakesTheirPlace() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        try leaveStaleFilters(on: pair.a)
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let attachment = try TCAttachment.attach(program, netnsPath: pair.a.netnsPath, key: pair.a.key,
+                                                 ifname: pair.a.ifname, using: thread)
+        let collector = try Collector(program)
+        defer { collector.close() }
+        try pair.a.exec("ping", "-c", "1", "10.86.0.2")
+        try collector.drain(idleMs: 50)
+        #expect(collector.packets.count >= 2, "the new programs are not the ones attached")
+        try attachment.detach(using: thread)
+        #expect(try !pair.a.hasTLSTapFilter())
     }
 
     @Test func aFloodLargerThanTheRingIsCountedAsDrops() throws {
@@ -218,4 +239,32 @@ func readLink(_ path: String) throws -> [UInt8] {
     let length = readlink(path, &buffer, buffer.count)
     guard length > 0 else { throw TestFailure("readlink \(path)") }
     return Array(buffer[0..<length])
+}
+
+extension CaptureKernelTests {
+    @Test func aForeignFilterAtTLSTapsPlaceIsNeverReplacedNorRemoved() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        // Another tool's (classic BPF) filter that happens to use tlstap's handle and priority.
+        try sh("tc", "-n", pair.a.netns, "qdisc", "add", "dev", pair.a.ifname, "clsact")
+        try sh("tc", "-n", pair.a.netns, "filter", "add", "dev", pair.a.ifname, "ingress", "protocol", "all",
+               "prio", "\(TCAttachment.priority)", "handle", "0x\(String(TCAttachment.handle, radix: 16))",
+               "bpf", "bytecode", "1,6 0 0 4294967295,")
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
+
+        #expect(try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
+                                                    ifname: pair.a.ifname, using: thread) == 0)
+        #expect(throws: (any Error).self) {
+            try table.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        }
+        #expect(table.count == 0)
+        let ingress = try sh("tc", "-n", pair.a.netns, "filter", "show", "dev", pair.a.ifname, "ingress")
+        #expect(ingress.contains("bytecode") || ingress.contains("ops"), "the foreign filter is gone: \(ingress)")
+        #expect(!ingress.contains("tlstap"))
+        #expect(try sh("tc", "-n", pair.a.netns, "filter", "show", "dev", pair.a.ifname, "egress").isEmpty,
+                "a failed attach must not leave the egress filter behind")
+    }
 }
