@@ -103,8 +103,11 @@ public final class TCAttachment: @unchecked Sendable {
                 }
                 if createdHook { Self.destroyHook(ifindex: ifindex) }
             }
-        } catch let error as SystemError where netnsPath != nil && Self.isGone(error.errno) && error.operation.hasPrefix("open ") {
-            return // the namespace is gone, and its interfaces and their filters with it
+        } catch let error as SystemError where Self.isGone(error.errno) {
+            // The namespace path is gone (ENOENT on open): the namespace went, and its interfaces and
+            // their filters with it. (A namespace kept alive by something else while its path vanished
+            // cannot be re-entered; discovery should hand over a path that lives as long as it does.)
+            return
         }
     }
 
