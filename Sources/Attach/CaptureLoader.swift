@@ -14,10 +14,16 @@ public final class CaptureProgram: @unchecked Sendable {
         public var snaplen: UInt32
         /// Size of the `events` ring in bytes: a power of two, at least one page.
         public var ringBytes: UInt32
+        /// The consumer is woken only once this many bytes wait in the ring (0: on every record, the
+        /// kernel's default). Batching wakeups saves a scheduler wakeup per packet; a consumer using it
+        /// must poll with a timeout (records that did not wake it are read when `poll` times out), and
+        /// that timeout bounds the added latency. Default 256 KiB, a few hundred packets.
+        public var wakeupBytes: UInt32
 
-        public init(snaplen: UInt32 = 262_144, ringBytes: UInt32 = 64 << 20) {
+        public init(snaplen: UInt32 = 262_144, ringBytes: UInt32 = 64 << 20, wakeupBytes: UInt32 = 256 << 10) {
             self.snaplen = snaplen
             self.ringBytes = ringBytes
+            self.wakeupBytes = wakeupBytes
         }
     }
 
@@ -53,7 +59,8 @@ public final class CaptureProgram: @unchecked Sendable {
         guard let opened else { throw SystemError("open the embedded capture BPF object", errno: errno) }
 
         do {
-            try Self.setSnaplen(configuration.snaplen, in: opened)
+            try Self.setReadOnly("cfg_snaplen", to: configuration.snaplen, in: opened)
+            try Self.setReadOnly("cfg_wakeup_bytes", to: min(configuration.wakeupBytes, configuration.ringBytes / 2), in: opened)
             let events = try Self.map(named: "events", in: opened)
             try libbpfCall("resize the capture ring to \(configuration.ringBytes) bytes") {
                 bpf_map__set_max_entries(events, configuration.ringBytes)
@@ -125,10 +132,10 @@ public final class CaptureProgram: @unchecked Sendable {
         return try libbpfCall("get the fd of program \(name)") { bpf_program__fd(program) }
     }
 
-    /// Writes `cfg_snaplen` into the object's read-only data before load. Its place in `.rodata` comes
-    /// from the object's BTF, so adding more `cfg_` knobs cannot shift it silently.
-    private static func setSnaplen(_ snaplen: UInt32, in object: OpaquePointer) throws(SystemError) {
-        let what = "set cfg_snaplen in the capture BPF object"
+    /// Writes a `cfg_` knob into the object's read-only data before load. Its place in `.rodata` comes
+    /// from the object's BTF, so adding or reordering knobs cannot shift it silently.
+    private static func setReadOnly(_ name: String, to value: UInt32, in object: OpaquePointer) throws(SystemError) {
+        let what = "set \(name) in the capture BPF object"
         guard let rodata = bpf_object__find_map_by_name(object, ".rodata"),
               let btf = bpf_object__btf(object) else { throw SystemError(what, errno: ENOENT) }
         let sectionID = btf__find_by_name(btf, ".rodata")
@@ -140,7 +147,7 @@ public final class CaptureProgram: @unchecked Sendable {
         for index in 0..<Int(btf_vlen(section)) {
             let variable = variables[index]
             guard let type = btf__type_by_id(btf, variable.type),
-                  String(cString: btf__name_by_offset(btf, type.pointee.name_off)) == "cfg_snaplen" else { continue }
+                  String(cString: btf__name_by_offset(btf, type.pointee.name_off)) == name else { continue }
             guard variable.size == UInt32(MemoryLayout<UInt32>.size) else { throw SystemError(what, errno: EINVAL) }
             offset = Int(variable.offset)
         }
@@ -150,7 +157,7 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         // BPF runs in host byte order, so the value is written natively.
         var data = [UInt8](UnsafeRawBufferPointer(start: initial, count: size))
-        withUnsafeBytes(of: snaplen) { data.replaceSubrange(offset..<offset + 4, with: $0) }
+        withUnsafeBytes(of: value) { data.replaceSubrange(offset..<offset + 4, with: $0) }
         try libbpfCall(what) { data.withUnsafeBytes { bpf_map__set_initial_value(rodata, $0.baseAddress, $0.count) } }
     }
 }

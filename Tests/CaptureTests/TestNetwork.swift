@@ -163,7 +163,14 @@ final class TCPDump {
     }
 }
 
-/// Open file descriptors of this process.
+/// Open file descriptors of this process, leaving out the pipes (and /dev/null) that Foundation's
+/// Process opens for the helper commands and closes on its own schedule: what remains is what the code
+/// under test opens (BPF objects, netns and netlink fds).
 func openFDCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return entries.filter { entry in
+        guard let target = try? readLink("/proc/self/fd/\(entry)") else { return false }
+        let text = String(decoding: target, as: UTF8.self)
+        return !text.hasPrefix("pipe:") && text != "/dev/null"
+    }.count
 }
