@@ -60,7 +60,7 @@ public enum CaptureCheck {
         }
         defer { fclose(file) }
         var type: Int32 = -1
-        let found = withUnsafeMutablePointer(to: &type) { fscanfInt(file, $0) }
+        let found = withUnsafeMutablePointer(to: &type) { readInteger(from: file, into: $0) }
         return Result(name: "uprobes", passed: found, required: true,
                       detail: found ? "perf uprobes are available (event type \(type))" : "cannot read \(path)")
     }
@@ -113,7 +113,7 @@ public enum CaptureCheck {
         return job.takeRetainedValue().outcome
     }
 
-    private static func fscanfInt(_ file: UnsafeMutablePointer<FILE>, _ value: UnsafeMutablePointer<Int32>) -> Bool {
+    private static func readInteger(from file: UnsafeMutablePointer<FILE>, into value: UnsafeMutablePointer<Int32>) -> Bool {
         var line = [CChar](repeating: 0, count: 32)
         guard fgets(&line, 32, file) != nil else { return false }
         let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -8,6 +8,10 @@ import TapCore
 /// then attached by `TCAttachmentTable` and the ring is read by a `RingBufferConsumer` over
 /// `eventsMapFD`. Owns the `bpf_object` (and with it every program and map fd): `close()` destroys it,
 /// exactly once; a program dropped without `close()` is a leak and asserts in debug builds.
+///
+/// Kernel needs: BPF ring buffers (5.8), BTF at /sys/kernel/btf/vmlinux and the
+/// `bpf_cast_to_kern_ctx` kfunc (6.2), through which the program reads each packet's device
+/// namespace (see bpf/capture.bpf.c); `tlstap check` loads this object to tell.
 public final class CaptureProgram: @unchecked Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Bytes of each packet copied into the ring; clamped to `CaptureProgram.maxSnaplen`.

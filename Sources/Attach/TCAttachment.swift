@@ -30,6 +30,8 @@ public final class TCAttachment: @unchecked Sendable {
     /// Whether attaching created the clsact qdisc (then detaching removes it again).
     public let createdHook: Bool
     private var attached = true
+    /// False once detached (or handed over to a newer attachment at the same place).
+    public var isAttached: Bool { attached }
 
     private init(key: InterfaceKey, ifname: String, netnsPath: String?, createdHook: Bool) {
         self.key = key

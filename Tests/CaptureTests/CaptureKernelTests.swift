@@ -56,6 +56,7 @@ final class Collector {
         let program = try CaptureProgram(configuration: .init(ringBytes: 4 << 20))
         defer { program.close() }
         let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
         let collector = try Collector(program)
         defer { collector.close() }
         for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, key: end.key, ifname: end.ifname) }
@@ -149,10 +150,11 @@ final class Collector {
             }
         }
         try cycle(1000) // warm-up: lazily opened fds (Foundation, libbpf) are not leaks
-        let baseline = openFDCount()
+        let baseline = openFDs()
         for index in 0..<50 { try cycle(index) }
         #expect(table.count == 0)
-        #expect(openFDCount() == baseline, "fds before: \(baseline), after 50 cycles: \(openFDCount())")
+        let after = openFDs()
+        #expect(after == baseline, "\(baseline.count) fds before, \(after.count) after 50 cycles; after: \(after)")
     }
 
     /// Runs capture-probe (the production attach code in another process) and kills it with -9.
@@ -192,6 +194,7 @@ final class Collector {
         defer { program.close() }
         let attachment = try TCAttachment.attach(program, netnsPath: pair.a.netnsPath, key: pair.a.key,
                                                  ifname: pair.a.ifname, using: thread)
+        defer { if attachment.isAttached { try? attachment.detach(using: thread) } }
         let collector = try Collector(program)
         defer { collector.close() }
         try pair.a.exec("ping", "-c", "1", "10.86.0.2")

@@ -163,14 +163,20 @@ final class TCPDump {
     }
 }
 
-/// Open file descriptors of this process, leaving out the pipes (and /dev/null) that Foundation's
-/// Process opens for the helper commands and closes on its own schedule: what remains is what the code
-/// under test opens (BPF objects, netns and netlink fds).
-func openFDCount() -> Int {
+/// What the open file descriptors of this process point at, leaving out the pipes, /dev/null and unix
+/// sockets that Foundation's Process opens for the helper commands and closes on its own schedule:
+/// what remains includes everything the code under test opens (BPF objects, netns and netlink fds).
+func openFDs() -> [String] {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return entries.filter { entry in
-        guard let target = try? readLink("/proc/self/fd/\(entry)") else { return false }
+    return entries.compactMap { entry -> String? in
+        guard let target = try? readLink("/proc/self/fd/\(entry)") else { return nil }
         let text = String(decoding: target, as: UTF8.self)
-        return !text.hasPrefix("pipe:") && text != "/dev/null"
-    }.count
+        if text.hasPrefix("socket:"), let fd = Int32(entry) {
+            var domain: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length)
+            return domain == AF_UNIX ? nil : "\(text) domain \(domain)" // unix sockets: Foundation's, not ours
+        }
+        return text.hasPrefix("pipe:") || text == "/dev/null" ? nil : text
+    }.sorted()
 }
