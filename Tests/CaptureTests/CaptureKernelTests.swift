@@ -271,3 +271,36 @@ extension CaptureKernelTests {
                 "a failed attach must not leave the egress filter behind")
     }
 }
+
+extension CaptureKernelTests {
+    @Test func oneConsumerReadsSeveralRingsEachWithItsOwnHandler() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let first = try CaptureProgram(configuration: .init(ringBytes: 1 << 20))
+        defer { first.close() }
+        let second = try CaptureProgram(configuration: .init(ringBytes: 1 << 20))
+        defer { second.close() }
+        let tableA = TCAttachmentTable(program: first, netnsThread: thread, logger: logger)
+        defer { tableA.detachAll() }
+        let tableB = TCAttachmentTable(program: second, netnsThread: thread, logger: logger)
+        defer { tableB.detachAll() }
+        try tableA.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        try tableB.attach(netnsPath: pair.b.netnsPath, key: pair.b.key, ifname: pair.b.ifname)
+
+        var seenByFirst: [CaptureInterfaceID] = [], seenBySecond: [CaptureInterfaceID] = []
+        let consumer = RingBufferConsumer()
+        defer { consumer.close() }
+        try consumer.add(mapFD: first.eventsMapFD, name: "first") { raw in
+            if let record = CaptureEventDecoder.decode(raw) { seenByFirst.append(record.interface) }
+        }
+        try consumer.add(mapFD: second.eventsMapFD, name: "second") { raw in
+            if let record = CaptureEventDecoder.decode(raw) { seenBySecond.append(record.interface) }
+        }
+        try pair.a.exec("ping", "-c", "2", "-i", "0.2", "10.86.0.2")
+        while try consumer.poll(timeoutMs: 100) > 0 {}
+        let a = CaptureInterfaceID(netnsCookie: pair.a.netnsCookie, ifindex: pair.a.ifindex)
+        let b = CaptureInterfaceID(netnsCookie: pair.b.netnsCookie, ifindex: pair.b.ifindex)
+        #expect(seenByFirst.count >= 4 && seenByFirst.allSatisfy { $0 == a })
+        #expect(seenBySecond.count >= 4 && seenBySecond.allSatisfy { $0 == b })
+    }
+}
