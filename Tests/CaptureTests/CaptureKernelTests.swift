@@ -75,6 +75,9 @@ final class Collector {
         table.detachAll()
         #expect(table.count == 0)
         #expect(try !pair.a.hasTLSTapFilter() && !pair.b.hasTLSTapFilter(), "tc filter show still lists tlstap after detach")
+        for end in [pair.a, pair.b] { // tlstap created these clsact qdiscs, so it removed them again
+            #expect(try !sh("tc", "-n", end.netns, "qdisc", "show", "dev", end.ifname).contains("clsact"))
+        }
         #expect(collector.undecodable == 0)
 
         let clock = MonotonicToWall()
@@ -269,6 +272,8 @@ extension CaptureKernelTests {
         #expect(!ingress.contains("tlstap"))
         #expect(try sh("tc", "-n", pair.a.netns, "filter", "show", "dev", pair.a.ifname, "egress").isEmpty,
                 "a failed attach must not leave the egress filter behind")
+        #expect(try sh("tc", "-n", pair.a.netns, "qdisc", "show", "dev", pair.a.ifname).contains("clsact"),
+                "the clsact qdisc tlstap did not create must stay")
     }
 }
 
