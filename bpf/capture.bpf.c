@@ -11,11 +11,17 @@
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 cfg_snaplen = 262144;
-/* The namespace this instance is attached in. bpf_get_netns_cookie(skb) cannot tell it: it names the
- * namespace of the skb's socket and falls back to init_net for packets without one (ingress,
- * forwarded), and tc programs may not call it before kernel 6.15. So the loader loads one instance
- * per namespace, sharing the maps, and sets this to the namespace's SO_NETNS_COOKIE. */
+/* The namespace this instance is attached in. bpf_get_netns_cookie(skb) cannot tell it: in tc it names
+ * the namespace of the packet's socket (a packet crossing a veth still carries its sender's) or the
+ * initial namespace when there is none, and tc programs may not call it before kernel 6.15. Reading
+ * skb->dev's namespace needs bpf_cast_to_kern_ctx (6.3+). So the loader loads one instance per
+ * namespace, sharing the maps, with this set to the namespace's SO_NETNS_COOKIE: it works on
+ * bookworm's 6.1 kernel as well. */
 const volatile __u64 cfg_netns_cookie = 0;
+/* Wake the consumer only once this much data waits in the ring (0: on every record). Waking on every
+ * record costs an irq_work and a scheduler wakeup per packet, which at high rates costs more than the
+ * capture itself; the consumer polls with a short timeout and picks up what did not wake it. */
+const volatile __u32 cfg_wakeup_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -29,10 +35,18 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
+static __always_inline __u64 wakeup_flag(void)
+{
+	if (cfg_wakeup_bytes == 0)
+		return 0; /* the kernel's default: wake when the consumer has caught up */
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+										: BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void count_drop(struct __sk_buff *skb, __u64 netns_cookie, __u32 direction)
 {
 	struct capture_iface key = {
-		.netns_cookie = cfg_netns_cookie,
+		.netns_cookie = netns_cookie,
 		.ifindex = skb->ifindex,
 		.direction = direction,
 	};
@@ -53,7 +67,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 		if (!e)                                                                    \
 			goto dropped;                                                          \
 		e->ts_ns = ts;                                                             \
-		e->netns_cookie = cfg_netns_cookie;                                         \
+		e->netns_cookie = netns_cookie;                                            \
 		e->ifindex = skb->ifindex;                                                 \
 		e->orig_len = skb->len;                                                    \
 		e->direction = direction;                                                  \
@@ -63,13 +77,14 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u32 direction)
 		if (n == 0 || bpf_skb_load_bytes(skb, 0, (void *)(e + 1), n) < 0)          \
 			n = 0;                                                                 \
 		e->cap_len = n;                                                            \
-		bpf_ringbuf_submit(e, 0);                                                  \
+		bpf_ringbuf_submit(e, wakeup_flag());                                      \
 		return TC_ACT_UNSPEC;                                                      \
 	}
 
 static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 {
 	__u64 ts = bpf_ktime_get_ns();
+	__u64 netns_cookie = cfg_netns_cookie;
 	__u32 cap_len = skb->len < cfg_snaplen ? skb->len : cfg_snaplen;
 
 	TRY_BUCKET(128)
@@ -84,7 +99,7 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	TRY_BUCKET(65536)
 	TRY_BUCKET(CAPTURE_MAX_SNAPLEN)
 dropped:
-	count_drop(skb, direction);
+	count_drop(skb, netns_cookie, direction);
 	return TC_ACT_UNSPEC;
 }
 

@@ -42,9 +42,9 @@ public enum CaptureCheck {
 
     static func btf() -> Result {
         let present = access("/sys/kernel/btf/vmlinux", R_OK) == 0
-        return Result(name: "BTF", passed: present, required: false,
+        return Result(name: "BTF", passed: present, required: true,
                       detail: present ? "kernel type information at /sys/kernel/btf/vmlinux"
-                          : "no /sys/kernel/btf/vmlinux (not needed by the capture programs)")
+                          : "no /sys/kernel/btf/vmlinux: the capture programs need it to find each interface's namespace")
     }
 
     static func netns() -> Result {
@@ -60,7 +60,7 @@ public enum CaptureCheck {
         }
         defer { fclose(file) }
         var type: Int32 = -1
-        let found = withUnsafeMutablePointer(to: &type) { fscanfInt(file, $0) }
+        let found = withUnsafeMutablePointer(to: &type) { readInteger(from: file, into: $0) }
         return Result(name: "uprobes", passed: found, required: true,
                       detail: found ? "perf uprobes are available (event type \(type))" : "cannot read \(path)")
     }
@@ -113,7 +113,7 @@ public enum CaptureCheck {
         return job.takeRetainedValue().outcome
     }
 
-    private static func fscanfInt(_ file: UnsafeMutablePointer<FILE>, _ value: UnsafeMutablePointer<Int32>) -> Bool {
+    private static func readInteger(from file: UnsafeMutablePointer<FILE>, into value: UnsafeMutablePointer<Int32>) -> Bool {
         var line = [CChar](repeating: 0, count: 32)
         guard fgets(&line, 32, file) != nil else { return false }
         let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -11,6 +11,8 @@ import TapCore
 /// the first object reused (`bpf_map__reuse_fd`); `TCAttachmentTable` takes one when it attaches in a
 /// namespace and gives it back when the namespace's last interface is detached.
 ///
+/// Kernel needs: BPF ring buffers (5.8) and clsact; no BTF (the program reads no kernel structs).
+///
 /// Owns every `bpf_object` (and with them every program and map fd): `close()` destroys them, exactly
 /// once; a program dropped without `close()` is a leak and asserts in debug builds.
 public final class CaptureProgram: @unchecked Sendable {
@@ -19,10 +21,16 @@ public final class CaptureProgram: @unchecked Sendable {
         public var snaplen: UInt32
         /// Size of the `events` ring in bytes: a power of two, at least one page.
         public var ringBytes: UInt32
+        /// The consumer is woken only once this many bytes wait in the ring (0: on every record, the
+        /// kernel's default). Batching wakeups saves a scheduler wakeup per packet; a consumer using it
+        /// must poll with a timeout (records that did not wake it are read when `poll` times out), and
+        /// that timeout bounds the added latency. Default 256 KiB, a few hundred packets.
+        public var wakeupBytes: UInt32
 
-        public init(snaplen: UInt32 = 262_144, ringBytes: UInt32 = 64 << 20) {
+        public init(snaplen: UInt32 = 262_144, ringBytes: UInt32 = 64 << 20, wakeupBytes: UInt32 = 256 << 10) {
             self.snaplen = snaplen
             self.ringBytes = ringBytes
+            self.wakeupBytes = wakeupBytes
         }
     }
 
@@ -119,6 +127,7 @@ public final class CaptureProgram: @unchecked Sendable {
         do {
             try setReadOnly("cfg_snaplen", to: configuration.snaplen, in: opened)
             try setReadOnly("cfg_netns_cookie", to: netnsCookie, in: opened)
+            try setReadOnly("cfg_wakeup_bytes", to: min(configuration.wakeupBytes, configuration.ringBytes / 2), in: opened)
             let events = try map(named: "events", in: opened)
             if let sharedMaps {
                 let drops = try map(named: "drops", in: opened)

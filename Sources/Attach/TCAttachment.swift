@@ -10,8 +10,9 @@ import TapCore
 /// attach types, and older kernels have no TCX at all. So tlstap uses clsact `cls_bpf` filters in
 /// direct-action mode, which outlive the process, and makes that safe: its filters sit at one fixed
 /// handle and priority (`TCAttachment.handle`/`.priority`) carrying programs named `tlstap_ingress` /
-/// `tlstap_egress`, so a restart after kill -9 finds its own leftovers (`removeStaleFilters`) and
-/// `BPF_TC_F_REPLACE` swaps them for the new programs; a foreign filter at that place is never touched.
+/// `tlstap_egress`, so a restart after kill -9 finds its own leftovers (`removeStaleFilters`, or
+/// `BPF_TC_F_REPLACE` when attaching over them). `BPF_TC_F_REPLACE` is used only over a filter
+/// verified to be tlstap's: a foreign filter at that place is never replaced nor removed.
 ///
 /// Owns: the two filters, and the clsact qdisc only if it created it. `detach(using:)` removes them,
 /// once; an attachment dropped while attached asserts in debug builds (the filters would stay).
@@ -32,6 +33,8 @@ public final class TCAttachment: @unchecked Sendable {
     /// Whether attaching created the clsact qdisc (then detaching removes it again).
     public let createdHook: Bool
     private var attached = true
+    /// False once detached (or handed over to a newer attachment at the same place).
+    public var isAttached: Bool { attached }
 
     private init(key: InterfaceKey, ifname: String, netnsPath: String?, netnsCookie: UInt64, directions: [Direction],
                  createdHook: Bool) {
@@ -59,21 +62,30 @@ public final class TCAttachment: @unchecked Sendable {
             let rc = bpf_tc_hook_create(&hook)
             guard rc == 0 || rc == -EEXIST else { throw SystemError("create the clsact qdisc on \(place)", errno: -rc) }
             let created = rc == 0
+            var attached: [Direction] = []
             do {
                 for direction in directions {
                     let fd = direction == .inbound ? programs.ingressFD : programs.egressFD
                     let operation = "attach tc \(direction.tcName) to \(place)"
-                    if let foreign = try occupant(ifindex: ifindex, direction: direction, operation: operation),
-                       !isTLSTapProgram(foreign) {
-                        throw SystemError("\(operation): another tool's filter (program \(foreign)) holds tlstap's handle and priority", errno: EEXIST)
-                    }
-                    var hook = tlstap_tc_hook(ifindex, direction.attachPoint)
                     var opts = tlstap_tc_opts(handle, priority, fd)
-                    opts.flags = UInt32(BPF_TC_F_REPLACE.rawValue)
-                    try libbpfCall(operation) { bpf_tc_attach(&hook, &opts) }
+                    if let occupant = try occupant(ifindex: ifindex, direction: direction, operation: operation) {
+                        guard isTLSTapProgram(occupant) else {
+                            throw SystemError("\(operation): another tool's filter (program \(occupant)) holds tlstap's handle and priority", errno: EEXIST)
+                        }
+                        opts.flags = UInt32(BPF_TC_F_REPLACE.rawValue) // tlstap's own leftover: take its place
+                    }
+                    // Without REPLACE the kernel refuses (EEXIST) if any filter, even one the query cannot
+                    // describe such as classic BPF, holds the place: tlstap never displaces another tool.
+                    var hook = tlstap_tc_hook(ifindex, direction.attachPoint)
+                    let rc = bpf_tc_attach(&hook, &opts)
+                    if rc == -EEXIST {
+                        throw SystemError("\(operation): another tool's filter holds tlstap's handle and priority", errno: EEXIST)
+                    }
+                    try libbpfCall(operation) { rc }
+                    attached.append(direction)
                 }
             } catch {
-                for direction in [Direction.inbound, .outbound] { _ = detachFilter(ifindex: ifindex, direction: direction) }
+                for direction in attached { _ = detachFilter(ifindex: ifindex, direction: direction) }
                 if created { destroyHook(ifindex: ifindex) }
                 throw error
             }
@@ -101,8 +113,11 @@ public final class TCAttachment: @unchecked Sendable {
                 }
                 if createdHook { Self.destroyHook(ifindex: ifindex) }
             }
-        } catch let error as SystemError where netnsPath != nil && Self.isGone(error.errno) && error.operation.hasPrefix("open ") {
-            return // the namespace is gone, and its interfaces and their filters with it
+        } catch let error as SystemError where Self.isGone(error.errno) {
+            // The namespace path is gone (ENOENT on open): the namespace went, and its interfaces and
+            // their filters with it. (A namespace kept alive by something else while its path vanished
+            // cannot be re-entered; discovery should hand over a path that lives as long as it does.)
+            return
         }
     }
 

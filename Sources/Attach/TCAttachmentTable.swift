@@ -28,8 +28,10 @@ public final class TCAttachmentTable: @unchecked Sendable {
     public var keys: [InterfaceKey] { lock.locked { Array(attachments.keys) } }
     public func isAttached(_ key: InterfaceKey) -> Bool { lock.locked { attachments[key] != nil } }
 
-    /// Removes tlstap's stale filters from the interface, then attaches to it. Attaching to an interface
-    /// already in the table does nothing.
+    /// Removes tlstap's stale filters from the interface (left by a tlstap killed with -9), then
+    /// attaches the namespace's program instance to it; so the daemon needs no separate cleanup pass at
+    /// start. Attaching to an interface already in the table does nothing. Throws with the interface
+    /// and namespace named; the caller logs, counts and skips that interface.
     public func attach(netnsPath: String?, netnsCookie: UInt64, key: InterfaceKey, ifname: String,
                        directions: [Direction] = [.inbound, .outbound]) throws {
         if isAttached(key) { return }

@@ -37,7 +37,7 @@ public final class DaemonRuntime: @unchecked Sendable {
         self.logger = logger
         self.config = config
         let startedNs = MonotonicToWall.wallNowNs()
-        LibBPFLog.install(logger)
+        LibBPFLog.route(to: logger)
 
         try SegmentDirectory.create(config.segmentDirectory)
         try SegmentRepair(directory: config.segmentDirectory, logger: logger).run()

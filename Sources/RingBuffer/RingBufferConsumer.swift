@@ -55,15 +55,18 @@ public final class RingBufferConsumer {
         contexts.append(context)
     }
 
-    /// Waits up to `timeoutMs` (-1: forever) for records and hands every available one to its handler.
-    /// Returns the number of records handled; 0 on timeout or when interrupted by a signal.
+    /// Waits up to `timeoutMs` (-1: forever) for a wakeup, then hands every available record to its
+    /// handler — also when the wait timed out, since a producer that batches wakeups (the capture
+    /// program's `wakeupBytes`) leaves records in the ring without waking anyone. Returns the number
+    /// of records handled.
     @discardableResult
     public func poll(timeoutMs: Int32) throws(SystemError) -> Int {
         guard let ring else { return 0 }
         let rc = ring_buffer__poll(ring, timeoutMs)
-        if rc == -EINTR { return 0 }
-        try libbpfCall("poll the capture ring buffers") { rc }
-        return Int(rc)
+        if rc != -EINTR { try libbpfCall("poll the capture ring buffers") { rc } }
+        let rest = ring_buffer__consume(ring)
+        try libbpfCall("consume the capture ring buffers") { rest }
+        return Int(max(rc, 0)) + Int(rest)
     }
 
     /// Handles every record available now without waiting; returns how many.

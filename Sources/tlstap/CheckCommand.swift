@@ -1,6 +1,7 @@
 import ArgumentParser
 import Attach
 import Glibc
+import Logging
 
 /// `tlstap check`: one line per check in plain words; exit 0 when everything required passed.
 struct CheckCommand: AsyncParsableCommand {
@@ -10,6 +11,7 @@ struct CheckCommand: AsyncParsableCommand {
         discussion: "Loads the capture programs for real and attaches one in a scratch network namespace; needs root.")
 
     func run() async throws {
+        LibBPFLog.route(to: Logger(label: "tlstap.check")) // libbpf's chatter stays out of the report
         var allRequiredPassed = true
         for result in CaptureCheck.runAll() {
             let mark = result.passed ? "ok  " : (result.required ? "FAIL" : "warn")

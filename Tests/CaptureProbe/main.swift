@@ -18,11 +18,11 @@ guard args.count == 4, let ifindex = UInt32(args[2]) else {
 do {
     let program = try CaptureProgram(configuration: .init(snaplen: 128, ringBytes: 1 << 16))
     let thread = try NetnsThread(name: "capture-probe")
-    _ = try TCAttachment.attach(try program.instance(forNetnsCookie: 0), directions: [.inbound, .outbound],
-                                netnsPath: args[1], netnsCookie: 0, key: InterfaceKey(netnsInode: 0, ifindex: ifindex),
-                                ifname: args[3], using: thread)
+    let attachment = try TCAttachment.attach(try program.instance(forNetnsCookie: 0), directions: [.inbound, .outbound],
+                                             netnsPath: args[1], netnsCookie: 0, key: InterfaceKey(netnsInode: 0, ifindex: ifindex),
+                                             ifname: args[3], using: thread)
     say("attached", to: 1)
-    while true { pause() }
+    withExtendedLifetime(attachment) { while true { pause() } } // never detaches: killed with -9
 } catch {
     say("capture-probe: \(error)", to: 2)
     exit(1)

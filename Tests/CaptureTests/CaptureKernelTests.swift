@@ -44,7 +44,10 @@ final class Collector {
     let thread: NetnsThread
     let logger = Logger(label: "capture-tests")
 
-    init() throws { thread = try NetnsThread(name: "capture-tests") }
+    init() throws {
+        thread = try NetnsThread(name: "capture-tests")
+        LibBPFLog.route(to: logger)
+    }
     deinit { thread.shutdown() }
 
     @Test func capturesExactlyWhatTcpdumpSees() throws {
@@ -53,10 +56,12 @@ final class Collector {
         let program = try CaptureProgram(configuration: .init(ringBytes: 4 << 20))
         defer { program.close() }
         let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
         let collector = try Collector(program)
         defer { collector.close() }
-        for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, key: end.key, ifname: end.ifname) }
+        for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, netnsCookie: end.netnsCookie, key: end.key, ifname: end.ifname) }
         #expect(table.count == 2)
+        #expect(try pair.a.hasTLSTapFilter() && pair.b.hasTLSTapFilter())
         let dumps = [try TCPDump(on: pair.a), try TCPDump(on: pair.b)]
 
         try pair.a.exec("ping", "-c", "3", "-i", "0.2", "10.86.0.2")
@@ -70,6 +75,9 @@ final class Collector {
         table.detachAll()
         #expect(table.count == 0)
         #expect(try !pair.a.hasTLSTapFilter() && !pair.b.hasTLSTapFilter(), "tc filter show still lists tlstap after detach")
+        for end in [pair.a, pair.b] { // tlstap created these clsact qdiscs, so it removed them again
+            #expect(try !sh("tc", "-n", end.netns, "qdisc", "show", "dev", end.ifname).contains("clsact"))
+        }
         #expect(collector.undecodable == 0)
 
         let clock = MonotonicToWall()
@@ -93,6 +101,8 @@ final class Collector {
                 #expect(mine.originalLength == packet.originalLength)
                 #expect(mine.direction == Self.direction(of: mine.bytes, localAddress: end.address), "\(end.ifname): wrong direction")
             }
+            let firstSeen = dump.first?.wallNs ?? 0
+            #expect(ours.count == 0, "\(end.ifname): captured but not seen by tcpdump: \(ours.map { "\($0.direction) \($0.bytes.count) bytes at \((Int64(clock.wallNs(fromMonotonic: $0.monotonicNs)) - Int64(firstSeen)) / 1000) µs" })")
         }
         print("capture vs tcpdump: worst timestamp difference \(worstSkewNs) ns")
     }
@@ -106,7 +116,7 @@ final class Collector {
         defer { table.detachAll() }
         let collector = try Collector(program)
         defer { collector.close() }
-        try table.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        try table.attach(netnsPath: pair.a.netnsPath, netnsCookie: pair.a.netnsCookie, key: pair.a.key, ifname: pair.a.ifname)
         try pair.a.exec("ping", "-c", "1", "-s", "1000", "10.86.0.2")
         try collector.drain()
         let large = collector.packets.filter { $0.originalLength == 14 + 20 + 8 + 1000 }
@@ -118,6 +128,7 @@ final class Collector {
         let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
         defer { program.close() }
         let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
         let tag = String(UInt16.random(in: 0..<UInt16.max), radix: 16)
         func cycle(_ index: Int) throws {
             let netns = "cp\(tag)l\(index)", path = "/run/netns/cp\(tag)l\(index)"
@@ -129,10 +140,10 @@ final class Collector {
             for name in ["cpl\(tag)a", "cpl\(tag)b"] {
                 let ifindex = UInt32(try sh("ip", "netns", "exec", netns, "cat", "/sys/class/net/\(name)/ifindex").filter(\.isNumber))!
                 let key = InterfaceKey(netnsInode: UInt64(info.st_ino), ifindex: ifindex)
-                try table.attach(netnsPath: path, key: key, ifname: name)
+                try table.attach(netnsPath: path, netnsCookie: try netnsCookie(path: path, thread: thread), key: key, ifname: name)
                 keys.append(key)
             }
-            #expect(try sh("ip", "-n", netns, "filter", "show", "dev", "cpl\(tag)a", "ingress").contains("tlstap_ingress"))
+            #expect(try sh("tc", "-n", netns, "filter", "show", "dev", "cpl\(tag)a", "ingress").contains("tlstap_ingress"))
             if index % 2 == 0 {
                 for key in keys { try table.detach(key) } // detach, then the namespace goes
                 try sh("ip", "netns", "del", netns)
@@ -142,20 +153,20 @@ final class Collector {
             }
         }
         try cycle(1000) // warm-up: lazily opened fds (Foundation, libbpf) are not leaks
-        let baseline = openFDCount()
+        let baseline = openFDs()
         for index in 0..<50 { try cycle(index) }
         #expect(table.count == 0)
-        #expect(openFDCount() == baseline, "fds before: \(baseline), after 50 cycles: \(openFDCount())")
+        let after = openFDs()
+        #expect(after == baseline, "\(baseline.count) fds before, \(after.count) after 50 cycles; after: \(after)")
     }
 
-    @Test func staleFiltersOfAKilledProcessAreRemoved() throws {
-        let pair = try VethPair.make(thread: thread)
-        defer { pair.delete() }
+    /// Runs capture-probe (the production attach code in another process) and kills it with -9.
+    func leaveStaleFilters(on end: VethEnd) throws {
         let probe = URL(fileURLWithPath: try String(decoding: readLink("/proc/self/exe"), as: UTF8.self))
             .deletingLastPathComponent().appendingPathComponent("capture-probe")
         let process = Process()
         process.executableURL = probe
-        process.arguments = [pair.a.netnsPath, "\(pair.a.ifindex)", pair.a.ifname]
+        process.arguments = [end.netnsPath, "\(end.ifindex)", end.ifname]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -163,14 +174,39 @@ final class Collector {
         #expect(said.contains("attached"), "capture-probe did not attach: \(said)")
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
-        #expect(try pair.a.hasTLSTapFilter(), "kill -9 should leave the classic tc filters behind")
+        #expect(try end.hasTLSTapFilter(), "kill -9 should leave the classic tc filters behind")
+    }
 
+    @Test func staleFiltersOfAKilledProcessAreRemoved() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        try leaveStaleFilters(on: pair.a)
         let removed = try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
                                                           ifname: pair.a.ifname, using: thread)
         #expect(removed == 2)
         #expect(try !pair.a.hasTLSTapFilter())
         #expect(try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
                                                     ifname: pair.a.ifname, using: thread) == 0)
+    }
+
+    @Test func attachingOverStaleFiltersTakesTheirPlace() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        try leaveStaleFilters(on: pair.a)
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let attachment = try TCAttachment.attach(try program.instance(forNetnsCookie: pair.a.netnsCookie),
+                                                 directions: [.inbound, .outbound], netnsPath: pair.a.netnsPath,
+                                                 netnsCookie: pair.a.netnsCookie, key: pair.a.key,
+                                                 ifname: pair.a.ifname, using: thread)
+        defer { if attachment.isAttached { try? attachment.detach(using: thread) } }
+        let collector = try Collector(program)
+        defer { collector.close() }
+        try pair.a.exec("ping", "-c", "1", "10.86.0.2")
+        try collector.drain(idleMs: 50)
+        #expect(collector.packets.count >= 2, "the new programs are not the ones attached")
+        try attachment.detach(using: thread)
+        #expect(try !pair.a.hasTLSTapFilter())
     }
 
     @Test func aFloodLargerThanTheRingIsCountedAsDrops() throws {
@@ -182,7 +218,7 @@ final class Collector {
         defer { table.detachAll() }
         let collector = try Collector(program)
         defer { collector.close() }
-        try table.attach(netnsPath: pair.a.netnsPath, key: pair.a.key, ifname: pair.a.ifname)
+        try table.attach(netnsPath: pair.a.netnsPath, netnsCookie: pair.a.netnsCookie, key: pair.a.key, ifname: pair.a.ifname)
         let before = try pair.a.packetCount()
         // Nobody reads the ring during the flood: 4000 records of 160 bytes cannot fit in 64 KiB.
         try pair.a.exec("ping", "-f", "-q", "-c", "2000", "10.86.0.2")
@@ -211,4 +247,67 @@ func readLink(_ path: String) throws -> [UInt8] {
     let length = readlink(path, &buffer, buffer.count)
     guard length > 0 else { throw TestFailure("readlink \(path)") }
     return Array(buffer[0..<length])
+}
+
+extension CaptureKernelTests {
+    @Test func aForeignFilterAtTLSTapsPlaceIsNeverReplacedNorRemoved() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        // Another tool's (classic BPF) filter that happens to use tlstap's handle and priority.
+        try sh("tc", "-n", pair.a.netns, "qdisc", "add", "dev", pair.a.ifname, "clsact")
+        try sh("tc", "-n", pair.a.netns, "filter", "add", "dev", pair.a.ifname, "ingress", "protocol", "all",
+               "prio", "\(TCAttachment.priority)", "handle", "0x\(String(TCAttachment.handle, radix: 16))",
+               "bpf", "bytecode", "1,6 0 0 4294967295,")
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 16))
+        defer { program.close() }
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
+
+        #expect(try TCAttachment.removeStaleFilters(netnsPath: pair.a.netnsPath, ifindex: pair.a.ifindex,
+                                                    ifname: pair.a.ifname, using: thread) == 0)
+        #expect(throws: (any Error).self) {
+            try table.attach(netnsPath: pair.a.netnsPath, netnsCookie: pair.a.netnsCookie, key: pair.a.key, ifname: pair.a.ifname)
+        }
+        #expect(table.count == 0)
+        let ingress = try sh("tc", "-n", pair.a.netns, "filter", "show", "dev", pair.a.ifname, "ingress")
+        #expect(ingress.contains("bytecode") || ingress.contains("ops"), "the foreign filter is gone: \(ingress)")
+        #expect(!ingress.contains("tlstap"))
+        #expect(try sh("tc", "-n", pair.a.netns, "filter", "show", "dev", pair.a.ifname, "egress").isEmpty,
+                "a failed attach must not leave the egress filter behind")
+        #expect(try sh("tc", "-n", pair.a.netns, "qdisc", "show", "dev", pair.a.ifname).contains("clsact"),
+                "the clsact qdisc tlstap did not create must stay")
+    }
+}
+
+extension CaptureKernelTests {
+    @Test func oneConsumerReadsSeveralRingsEachWithItsOwnHandler() throws {
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let first = try CaptureProgram(configuration: .init(ringBytes: 1 << 20))
+        defer { first.close() }
+        let second = try CaptureProgram(configuration: .init(ringBytes: 1 << 20))
+        defer { second.close() }
+        let tableA = TCAttachmentTable(program: first, netnsThread: thread, logger: logger)
+        defer { tableA.detachAll() }
+        let tableB = TCAttachmentTable(program: second, netnsThread: thread, logger: logger)
+        defer { tableB.detachAll() }
+        try tableA.attach(netnsPath: pair.a.netnsPath, netnsCookie: pair.a.netnsCookie, key: pair.a.key, ifname: pair.a.ifname)
+        try tableB.attach(netnsPath: pair.b.netnsPath, netnsCookie: pair.b.netnsCookie, key: pair.b.key, ifname: pair.b.ifname)
+
+        var seenByFirst: [CaptureInterfaceID] = [], seenBySecond: [CaptureInterfaceID] = []
+        let consumer = RingBufferConsumer()
+        defer { consumer.close() }
+        try consumer.add(mapFD: first.eventsMapFD, name: "first") { raw in
+            if let record = CaptureEventDecoder.decode(raw) { seenByFirst.append(record.interface) }
+        }
+        try consumer.add(mapFD: second.eventsMapFD, name: "second") { raw in
+            if let record = CaptureEventDecoder.decode(raw) { seenBySecond.append(record.interface) }
+        }
+        try pair.a.exec("ping", "-c", "2", "-i", "0.2", "10.86.0.2")
+        while try consumer.poll(timeoutMs: 100) > 0 {}
+        let a = CaptureInterfaceID(netnsCookie: pair.a.netnsCookie, ifindex: pair.a.ifindex)
+        let b = CaptureInterfaceID(netnsCookie: pair.b.netnsCookie, ifindex: pair.b.ifindex)
+        #expect(seenByFirst.count >= 4 && seenByFirst.allSatisfy { $0 == a })
+        #expect(seenBySecond.count >= 4 && seenBySecond.allSatisfy { $0 == b })
+    }
 }

@@ -50,8 +50,8 @@ struct VethEnd {
 
     /// Whether `tc filter show` lists a tlstap program on this interface (either direction).
     func hasTLSTapFilter() throws -> Bool {
-        let ingress = try sh("ip", "-n", netns, "filter", "show", "dev", ifname, "ingress", allowFailure: true)
-        let egress = try sh("ip", "-n", netns, "filter", "show", "dev", ifname, "egress", allowFailure: true)
+        let ingress = try sh("tc", "-n", netns, "filter", "show", "dev", ifname, "ingress")
+        let egress = try sh("tc", "-n", netns, "filter", "show", "dev", ifname, "egress")
         return (ingress + egress).contains("tlstap")
     }
 
@@ -123,7 +123,10 @@ final class TCPDump {
     init(on end: VethEnd) throws {
         file = "/tmp/\(end.ifname)-\(getpid()).pcap"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", end.netns, "tcpdump", "-i", end.ifname, "-n", "-U",
+        // Foundation's Process passes on the spawning thread's signal mask, which blocks SIGINT and
+        // SIGTERM on the test's threads; unblock them so tcpdump can be stopped cleanly.
+        process.arguments = ["python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])",
+                             "ip", "netns", "exec", end.netns, "tcpdump", "-i", end.ifname, "-n", "-U", "--immediate-mode",
                              "--time-stamp-precision=nano", "-w", file]
         let err = Pipe()
         process.standardError = err
@@ -160,7 +163,20 @@ final class TCPDump {
     }
 }
 
-/// Open file descriptors of this process.
-func openFDCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+/// What the open file descriptors of this process point at, leaving out the pipes, /dev/null and unix
+/// sockets that Foundation's Process opens for the helper commands and closes on its own schedule:
+/// what remains includes everything the code under test opens (BPF objects, netns and netlink fds).
+func openFDs() -> [String] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return entries.compactMap { entry -> String? in
+        guard let target = try? readLink("/proc/self/fd/\(entry)") else { return nil }
+        let text = String(decoding: target, as: UTF8.self)
+        if text.hasPrefix("socket:"), let fd = Int32(entry) {
+            var domain: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &length)
+            return domain == AF_UNIX ? nil : "\(text) domain \(domain)" // unix sockets: Foundation's, not ours
+        }
+        return text.hasPrefix("pipe:") || text == "/dev/null" ? nil : text
+    }.sorted()
 }
