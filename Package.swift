@@ -78,5 +78,6 @@ let package = Package(
         .testTarget(name: "SecretsTests", dependencies: ["Secrets", "TapCore"]),
         .testTarget(name: "CaptureTests", dependencies: ["Discover", "Attach", "RingBuffer", "TapCore"]),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TapCore"]),
+        .testTarget(name: "TLSKeysTests", dependencies: ["Attach", "Discover", "Secrets", "RingBuffer", "TapCore"]),
     ]
 )
