@@ -76,14 +76,15 @@ public final class LibSSLScanner {
             notOpenSSL.insert(id)
             return nil
         }
+        // OpenSSL exports SSL_CTX_new; NSS's libssl3.so (also "libssl…") does not.
         let kind: LibSSLTarget.Kind
-        if looksShared {
-            kind = .shared
-        } else if image.exportsFunction(named: "SSL_CTX_new") {
-            kind = .static
-        } else {
+        if !image.exportsFunction(named: "SSL_CTX_new") {
             notOpenSSL.insert(id)
             return nil
+        } else if looksShared {
+            kind = .shared
+        } else {
+            kind = .static
         }
         let version = kind == .static ? OpenSSLVersion.find(in: image) : siblingLibcryptoVersion(of: path)
         var target = LibSSLTarget(path: path, displayPath: displayPath, id: id, kind: kind, version: version, hook: nil, state: .found)
