@@ -128,6 +128,11 @@ final class KeyTap {
     var events: [TLSKeyEvent] { collected.events }
     var undecodable: Int { collected.undecodable }
 
+    /// Consumes what is in the ring for about `milliseconds`.
+    func drain(milliseconds: Int32) {
+        ring_buffer__poll(ring, milliseconds)
+    }
+
     /// Polls until every line of `expected` has arrived or `timeout` passes; returns the lines seen.
     func waitFor(_ expected: [KeyLogLine], timeout: TimeInterval = 3) -> Set<KeyLogLine> {
         let deadline = Date().addingTimeInterval(timeout)
