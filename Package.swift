@@ -94,5 +94,6 @@ let package = Package(
         .executableTarget(name: "capture-probe", dependencies: ["Attach", "Discover", "TapCore"], path: "Tests/CaptureProbe"),
         .testTarget(name: "DaemonTests", dependencies: ["Daemon", "TapCore"]),
         .testTarget(name: "DiscoverTests", dependencies: ["Discover", "TapCore"]),
+        .testTarget(name: "TLSKeysTests", dependencies: ["Attach", "Discover", "Secrets", "RingBuffer", "TapCore"]),
     ]
 )

@@ -1,2 +1,0 @@
-// Secrets: see ARCHITECTURE.md.
-enum SecretsModule {}

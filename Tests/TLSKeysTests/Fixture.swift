@@ -1,0 +1,146 @@
+import Attach
+import CLibBPF
+import Discover
+import Foundation
+import Logging
+import TapCore
+
+/// Shared scaffolding for the TLS key tests: real programs, real uprobes, a private ring consumer.
+enum Fixture {
+    static let logger = Logger(label: "tlstap.tests.tlskeys")
+
+    /// TCP ports of this test target (tlstap TLS work has 18800–18999).
+    static let serverPortTLS13 = 18801
+    static let serverPortTLS12 = 18802
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appending(path: "tl-tlskeys-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// Runs a command to completion; throws with its output if it fails.
+    @discardableResult
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw FixtureError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
+        }
+        return text
+    }
+
+    /// A self-signed RSA certificate (RSA so TLS 1.2 ECDHE-RSA suites work too).
+    static func makeCertificate(in directory: URL) throws -> (cert: String, key: String) {
+        let cert = directory.appending(path: "cert.pem").path, key = directory.appending(path: "key.pem").path
+        try run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                 "-days", "1", "-keyout", key, "-out", cert])
+        return (cert, key)
+    }
+
+    /// `openssl s_server -www` on 127.0.0.1:port; the caller terminates it.
+    static func startServer(port: Int, cert: (cert: String, key: String), extra: [String] = []) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        process.arguments = ["s_server", "-accept", "127.0.0.1:\(port)", "-cert", cert.cert, "-key", cert.key,
+                             "-www", "-quiet"] + extra
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Ready when the port accepts.
+        for _ in 0..<200 {
+            if (try? run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/\(port)"], timeout: 2)) != nil { return process }
+            usleep(20_000)
+        }
+        stop(process)
+        throw FixtureError("openssl s_server did not listen on \(port)")
+    }
+
+    /// SIGKILL: children of the test runner inherit a mask that blocks SIGTERM.
+    static func stop(_ process: Process) {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    static func keyLog(at path: String) throws -> [KeyLogLine] {
+        KeyLogLine.parse(try String(contentsOfFile: path, encoding: .utf8))
+    }
+}
+
+struct FixtureError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Scanner + loader + a private libbpf ring buffer consumer, as the daemon will wire them.
+final class KeyTap {
+    let scanner = LibSSLScanner(logger: Fixture.logger)
+    let loader: TLSKeysLoader
+    private var ring: OpaquePointer?
+    private let collected = Collected()
+
+    final class Collected {
+        var events: [TLSKeyEvent] = []
+        var undecodable = 0
+    }
+
+    init() throws {
+        loader = try TLSKeysLoader(logger: Fixture.logger)
+        let context = Unmanaged.passUnretained(collected).toOpaque()
+        ring = ring_buffer__new(loader.eventsMapFD, { context, data, size in
+            let collected = Unmanaged<KeyTap.Collected>.fromOpaque(context!).takeUnretainedValue()
+            if let event = TLSKeyEvent.decode(UnsafeRawBufferPointer(start: data, count: size)) {
+                collected.events.append(event)
+            } else {
+                collected.undecodable += 1
+            }
+            return 0
+        }, context, nil)
+        guard ring != nil else { throw FixtureError("ring_buffer__new failed: errno \(errno)") }
+    }
+
+    deinit {
+        ring_buffer__free(ring)
+        loader.close()
+    }
+
+    /// Attaches every hookable target among `targets`; returns them with their final state.
+    @discardableResult
+    func attach(_ targets: [LibSSLTarget]) -> [LibSSLTarget] {
+        targets.map { target in
+            let result = target.hook == nil ? target : loader.attach(target)
+            scanner.update(result)
+            return result
+        }
+    }
+
+    var events: [TLSKeyEvent] { collected.events }
+    var undecodable: Int { collected.undecodable }
+
+    /// Consumes what is in the ring for about `milliseconds`.
+    func drain(milliseconds: Int32) {
+        ring_buffer__poll(ring, milliseconds)
+    }
+
+    /// Polls until every line of `expected` has arrived or `timeout` passes; returns the lines seen.
+    func waitFor(_ expected: [KeyLogLine], timeout: TimeInterval = 3) -> Set<KeyLogLine> {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            ring_buffer__poll(ring, 50)
+            let seen = Set(collected.events.map(\.line))
+            if expected.allSatisfy(seen.contains) { return seen }
+        } while Date() < deadline
+        return Set(collected.events.map(\.line))
+    }
+}
