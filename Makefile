@@ -42,7 +42,7 @@ run: build
 	$(BIN) run
 
 unit: deps-test
-	$(SWIFT) test
+	$(SWIFT) test --no-parallel
 
 e2e: deps-test build
 	TLSTAP_BIN=$(abspath $(BIN)) python3 -m pytest -v -x --durations=15 Tests/e2e
