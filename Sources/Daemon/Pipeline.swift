@@ -118,9 +118,12 @@ final class Pipeline: @unchecked Sendable {
 
     private func receiveKey(_ raw: UnsafeRawBufferPointer) {
         guard let keys else { return }
-        let lines = keys.accept(raw, clock: clock)
+        let (lines, derivedNs) = keys.accept(raw, clock: clock)
         guard !lines.isEmpty else { return }
         stats.keys += UInt64(lines.count)
+        // Packets up to `lastReleasedNs` are in the file already; a secret derived before that came
+        // too late for whatever of its session went out in between (the reorder window was too short).
+        if derivedNs < reorder.lastReleasedNs { stats.lateKeys += UInt64(lines.count) }
         writer.write(secrets: lines)
     }
 
@@ -197,6 +200,8 @@ struct PipelineStats: Sendable {
     var bytes: UInt64 = 0
     var drops: UInt64 = 0
     var keys: UInt64 = 0
+    /// Secrets that reached the writer after packets newer than them were written.
+    var lateKeys: UInt64 = 0
     var malformedRecords: UInt64 = 0
     var unknownInterfaceRecords: UInt64 = 0
 }

@@ -24,7 +24,8 @@ public final class DaemonRuntime: @unchecked Sendable {
     private let registry = InterfaceRegistry()
     private let attacher: Attacher
     private let discovery: Discovery
-    private let keys: (any KeySource)?
+    private let keys: TLSKeySource?
+    private let libssl: LibSSLWatcher?
     private let mailbox = PipelineMailbox()
     private let pipelineThread: DedicatedThread
     private let statusBoard: StatusBoard
@@ -47,7 +48,17 @@ public final class DaemonRuntime: @unchecked Sendable {
         netnsThread = try NetnsThread(name: "tc-attach")
         table = TCAttachmentTable(program: capture, netnsThread: netnsThread, logger: logger)
         attacher = Attacher(table: table, registry: registry, config: config, logger: logger)
-        keys = nil
+        // Without TLS keys tlstap still records every packet; say so loudly and go on.
+        do {
+            let loader = try TLSKeysLoader(logger: logger)
+            libssl = LibSSLWatcher(loader: loader, logger: logger)
+            keys = TLSKeySource(eventsMapFD: loader.eventsMapFD, maxSessionIdleNs: config.maxSessionIdle.nanoseconds,
+                                logger: logger)
+        } catch {
+            logger.error("TLS secrets unavailable, capturing packets only: \(error)")
+            libssl = nil
+            keys = nil
+        }
         retention = RetentionPolicy(Retention(directory: config.segmentDirectory, maxTotalBytes: config.maxTotalSizeBytes,
                                               maxAgeNs: config.maxAge.nanoseconds, logger: logger))
         statusBoard = StatusBoard(config: config, startedNs: startedNs, registry: registry, notifier: notifier)
@@ -76,12 +87,19 @@ public final class DaemonRuntime: @unchecked Sendable {
         }
         let attacher = self.attacher
         discovery = Discovery(logger: logger) { event in attacher.handle(event) }
+        if let libssl {
+            discovery.processObserver = { pid in libssl.processStarted(pid) }
+            statusBoard.libraries = { libssl.targets.map(DaemonStatus.Library.init) }
+        }
         do {
             try discovery.start()
+            try libssl?.start()
         } catch {
+            attacher.detachAll()
+            discovery.stop()
+            libssl?.stop()
             mailbox.send(.stop)
             pipelineThread.join()
-            table.detachAll()
             capture.close()
             netnsThread.shutdown()
             throw error
@@ -115,6 +133,7 @@ public final class DaemonRuntime: @unchecked Sendable {
         state = .stopped
         attacher.detachAll()
         discovery.stop()
+        libssl?.stop()
         mailbox.send(.stop)
         pipelineThread.join()
         capture.close()

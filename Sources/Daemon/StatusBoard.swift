@@ -53,7 +53,7 @@ final class StatusBoard: @unchecked Sendable {
                     })
             },
             libraries: libraries, packets: stats.packets, bytes: stats.bytes, drops: stats.drops,
-            sessions: sessions, keys: stats.keys, lateKeys: 0)
+            sessions: sessions, keys: stats.keys, lateKeys: stats.lateKeys)
         do {
             try status.write(to: Self.statusPath)
         } catch {

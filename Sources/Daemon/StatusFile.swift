@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Discover
 import Glibc
 import TapCore
 
@@ -21,7 +22,7 @@ public struct DaemonStatus: Codable, Sendable {
         public var path: String
         public var kind: String            // shared / static
         public var version: String
-        public var state: String           // attached / refused: why
+        public var state: String           // attached / found / refused: why
     }
     public var pid: Int32
     public var version: String
@@ -65,4 +66,17 @@ public func rfc3339(wallNs: UInt64) -> String {
     func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
     let date = "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))"
     return date + "T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}
+
+extension DaemonStatus.Library {
+    init(_ target: LibSSLTarget) {
+        let state: String
+        switch target.state {
+        case .attached: state = "attached"
+        case .found: state = "found"
+        case .refused(let reason): state = "refused: \(reason)"
+        }
+        self.init(path: target.displayPath, kind: target.kind.rawValue, version: target.version?.text ?? "unknown",
+                  state: state)
+    }
 }

@@ -59,6 +59,7 @@ extension Discovery {
 
     /// A process started, exec'd or joined a cgroup: if it is in a namespace we do not know, watch it.
     func processStarted(_ pid: Int32) {
+        processObserver?(pid)
         guard let inode = NamespaceScan.netnsInode(pid: pid), inode != hostInode else {
             if let old = pidNamespace.removeValue(forKey: pid) { processLeft(pid, namespace: old) }
             return

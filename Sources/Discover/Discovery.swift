@@ -43,6 +43,9 @@ public final class Discovery: @unchecked Sendable {
     let logger: Logger
     let rescanInterval: Duration
     let handler: Handler
+    /// Told of every process that starts or execs (pid), on the discovery thread; set before `start()`.
+    /// The TLS target watcher uses it to look at new processes' libraries.
+    public var processObserver: (@Sendable (Int32) -> Void)?
     /// The inode of the host namespace (pid 1's); it is never reported removed.
     let hostInode: UInt64
 

@@ -61,3 +61,16 @@ def interface_statistics(blob):
         counter = lambda code: struct.unpack("<Q", options[code][0])[0] if code in options else None
         stats[interface_id] = {"ifrecv": counter(4), "ifdrop": counter(5), "osdrop": counter(7)}
     return stats
+
+
+def head_key_log(blob):
+    """The key-log lines of the DSBs that come before the first packet of a pcapng stream."""
+    lines = []
+    for block_type, body in pcapng_blocks(blob):
+        if block_type == 6:  # EPB: the head is over
+            break
+        if block_type == 0x0A:
+            secrets_type, length = struct.unpack("<II", body[:8])
+            if secrets_type == 0x544C534B:
+                lines += body[8:8 + length].decode().splitlines()
+    return [line for line in lines if line.strip()]
