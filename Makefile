@@ -44,8 +44,10 @@ run: build
 unit: deps-test
 	$(SWIFT) test --no-parallel
 
+# End-to-end tests run the release binary (what the .deb ships) and a test-only segment writer driver.
 e2e: deps-test build
-	TLSTAP_BIN=$(abspath $(BIN)) python3 -m pytest -v -x --durations=15 Tests/e2e
+	$(SWIFT) build $(RELEASE_FLAGS) --product segment-replay
+	TLSTAP_BIN=$(abspath $(BIN)) python3 -m pytest -v --durations=15 Tests/e2e
 
 test: unit e2e
 
