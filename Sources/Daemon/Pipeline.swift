@@ -20,8 +20,6 @@ final class Pipeline: @unchecked Sendable {
     struct Settings {
         var reorderWindowNs: UInt64
         var reorderMaxBytes: Int
-        var watchdogIntervalNs: UInt64?
-        var statusPath: String?
     }
 
     private let ring: RingBufferConsumer
@@ -73,7 +71,6 @@ final class Pipeline: @unchecked Sendable {
     /// Runs until the mailbox says stop; then writes out everything held and closes the segment.
     func run() {
         var nextHousekeeping: UInt64 = 0
-        var nextWatchdog: UInt64 = 0
         while true {
             let message = mailbox.take()
             if case .some(.reconfigure(let changes)) = message { apply(changes) }
@@ -85,11 +82,8 @@ final class Pipeline: @unchecked Sendable {
             }
             let now = MonotonicToWall.wallNowNs()
             release(upTo: now)
+            hooks.watchdog()
             let monotonic = MonotonicToWall.monotonicNowNs()
-            if let interval = settings.watchdogIntervalNs, monotonic >= nextWatchdog {
-                hooks.watchdog()
-                nextWatchdog = monotonic + interval
-            }
             if monotonic >= nextHousekeeping {
                 housekeeping(nowWallNs: now)
                 nextHousekeeping = monotonic + 1_000_000_000
@@ -213,6 +207,7 @@ final class PipelineStatsBox: @unchecked Sendable {
 
 /// What the service shell gives the pipeline to call on its thread.
 struct PipelineHooks {
+    /// Called on every loop turn; paced to WATCHDOG_USEC/2 by `WatchdogPacer`.
     var watchdog: () -> Void
     var housekeeping: (PipelineStats, String?) -> Void
 }

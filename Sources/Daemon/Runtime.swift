@@ -69,17 +69,16 @@ public final class DaemonRuntime: @unchecked Sendable {
             flushEveryNs: config.flushEvery.nanoseconds, zstdLevel: config.zstdLevel,
             liveSecrets: keys, counters: { stats.value.counters }, logger: logger)
         let ring = RingBufferConsumer()
+        let pacer = PacerBox(WatchdogPacer(notifier: notifier))
         let pipeline = try Pipeline(
             ring: ring, writer: writer, registry: registry, capture: capture, keys: keys, stats: stats, mailbox: mailbox,
             hooks: PipelineHooks(
-                watchdog: { notifier.watchdog() },
+                watchdog: { pacer.value.loopDidRun() },
                 housekeeping: { [statusBoard, retention, keys] snapshot, segment in
                     retention.enforce(nowWallNs: MonotonicToWall.wallNowNs())
                     statusBoard.publish(snapshot, segment: segment, sessions: keys?.liveSessionCount ?? 0)
                 }),
-            settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20,
-                            watchdogIntervalNs: notifier.watchdogInterval?.nanoseconds,
-                            statusPath: nil),
+            settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20),
             logger: logger)
         pipelineThread = try DedicatedThread(name: "tlstap-pipeline") {
             pipeline.run()
@@ -155,4 +154,10 @@ private final class RetentionPolicy: @unchecked Sendable {
     func enforce(nowWallNs: UInt64) {
         lock.locked { current }.enforce(nowWallNs: nowWallNs)
     }
+}
+
+/// The watchdog pacer, mutated only by the pipeline thread.
+private final class PacerBox: @unchecked Sendable {
+    var value: WatchdogPacer
+    init(_ value: WatchdogPacer) { self.value = value }
 }
