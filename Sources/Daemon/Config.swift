@@ -28,6 +28,9 @@ public struct TapConfig: Equatable, Sendable {
     public var excludeInterfaces: [String] = []
     /// Size of the BPF ring buffer packets travel through (a power of two; bigger absorbs longer bursts).
     public var ringBufferSizeBytes: UInt64 = 64 << 20
+    /// Copies of one packet seen on several interfaces (veth ends, bridge ports): "drop" keeps the first
+    /// (each packet once, on the first interface it crossed), "keep" records every copy on its interface.
+    public var keepDuplicates: Bool = false
     /// zstd compression level of segments (1 fast … 19 small).
     public var zstdLevel: Int32 = 3
     /// Least severe log level written (trace, debug, info, notice, warning, error, critical).

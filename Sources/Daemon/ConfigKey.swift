@@ -33,6 +33,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
     case interfaces
     case excludeInterfaces = "exclude-interfaces"
     case ringBufferSize = "ring-buffer-size"
+    case duplicates
     case zstdLevel = "zstd-level"
     case logLevel = "log-level"
 
@@ -79,6 +80,12 @@ public enum ConfigKey: String, CaseIterable, Sendable {
             let size = try value.size(for: self, in: Self.ringBufferSizeRange)
             guard size & (size - 1) == 0 else { throw ConfigProblem("\(Units.formatSize(size)) is not a power of two (e.g. 16M, 64M, 256M)") }
             config.ringBufferSizeBytes = size
+        case .duplicates:
+            switch try value.text(for: self) {
+            case "drop": config.keepDuplicates = false
+            case "keep": config.keepDuplicates = true
+            case let other: throw ConfigProblem("'\(other)' is neither \"drop\" nor \"keep\"")
+            }
         case .zstdLevel:
             guard case .integer(let level) = value else { throw ConfigProblem("expected an integer, got \(value.typeName)") }
             guard Self.zstdLevelRange.contains(level) else {
@@ -111,6 +118,7 @@ public enum ConfigKey: String, CaseIterable, Sendable {
         case .interfaces: return list(config.interfaces)
         case .excludeInterfaces: return list(config.excludeInterfaces)
         case .ringBufferSize: return quoted(Units.formatSize(config.ringBufferSizeBytes))
+        case .duplicates: return quoted(config.keepDuplicates ? "keep" : "drop")
         case .zstdLevel: return String(config.zstdLevel)
         case .logLevel: return quoted(config.logLevel.rawValue)
         }

@@ -41,6 +41,9 @@ public struct RunOptions: ParsableArguments, Sendable {
     @Option(help: help(.ringBufferSize, "Size of the BPF ring buffer packets pass through, a power of two", "size"))
     public var ringBufferSize: String?
 
+    @Option(help: help(.duplicates, "Copies of a packet on several interfaces (veth ends, bridge ports): drop (keep the first) or keep", "drop|keep"))
+    public var duplicates: String?
+
     @Option(help: help(.zstdLevel, "zstd compression level of segments, 1 (fast) to 19 (small)", "level"))
     public var zstdLevel: String?
 
@@ -78,7 +81,7 @@ public struct RunOptions: ParsableArguments, Sendable {
             (.segmentDir, segmentDir), (.rotateEvery, rotateEvery), (.flushEvery, flushEvery),
             (.reorderWindow, reorderWindow), (.snaplen, snaplen), (.maxTotalSize, maxTotalSize), (.maxAge, maxAge),
             (.maxSessionIdle, maxSessionIdle), (.interfaces, interfaces), (.excludeInterfaces, excludeInterfaces),
-            (.ringBufferSize, ringBufferSize), (.zstdLevel, zstdLevel), (.logLevel, logLevel),
+            (.ringBufferSize, ringBufferSize), (.duplicates, duplicates), (.zstdLevel, zstdLevel), (.logLevel, logLevel),
         ]
         return all.compactMap { key, text in text.map { (key, $0) } }
     }

@@ -20,6 +20,8 @@ final class Pipeline: @unchecked Sendable {
     struct Settings {
         var reorderWindowNs: UInt64
         var reorderMaxBytes: Int
+        /// Record every copy of a packet (veth ends, bridge ports) instead of the first only.
+        var keepDuplicates: Bool
     }
 
     private let ring: RingBufferConsumer
@@ -32,6 +34,7 @@ final class Pipeline: @unchecked Sendable {
     private let logger: Logger
     private var settings: Settings
     private var reorder: ReorderBuffer<CapturedPacket>
+    private var copies = CopyFilter()
     private var clock = MonotonicToWall()
     /// Shared with the segment writer's counter callback, which runs on this same thread.
     private let statsBox: PipelineStatsBox
@@ -41,6 +44,8 @@ final class Pipeline: @unchecked Sendable {
     }
     /// (cookie, ifindex) → interface, refreshed when the registry's generation moves.
     private var resolved: [CaptureInterfaceID: InterfaceKey] = [:]
+    /// Where the IP header starts in each interface's packets, for the copy filter.
+    private var networkOffsets: [InterfaceKey: Int] = [:]
     private var resolvedGeneration: UInt64 = .max
     private var lateCounted: [InterfaceKey: UInt64] = [:]
 
@@ -131,6 +136,7 @@ final class Pipeline: @unchecked Sendable {
         guard let info = registry.resolve(cookie: id.netnsCookie, ifindex: id.ifindex) else { return nil }
         writer.register(info)
         resolved[id] = info.key
+        networkOffsets[info.key] = info.linkType == .ethernet ? 14 : 0
         return info.key
     }
 
@@ -138,10 +144,19 @@ final class Pipeline: @unchecked Sendable {
 
     private func release(upTo nowWallNs: UInt64) {
         while let packet = reorder.popReady(nowNs: nowWallNs) {
-            writer.write(packet)
+            write(packet)
         }
         let watermark = nowWallNs >= settings.reorderWindowNs ? nowWallNs - settings.reorderWindowNs : 0
         writer.advance(watermarkWallNs: watermark)
+    }
+
+    /// The one place packets go to the writer: copies are dropped here unless configured to be kept.
+    private func write(_ packet: CapturedPacket) {
+        if !settings.keepDuplicates, copies.isCopy(packet, networkOffset: networkOffsets[packet.interface] ?? 14) {
+            stats.duplicates += 1
+            return
+        }
+        writer.write(packet)
     }
 
     private func housekeeping(nowWallNs: UInt64) {
@@ -175,13 +190,14 @@ final class Pipeline: @unchecked Sendable {
             reorder = replacement
             lateCounted.removeAll()
         }
+        if let keep = changes.keepDuplicates { settings.keepDuplicates = keep }
         if let rotation = changes.rotation { writer.reconfigure(rotateEveryNs: rotation.rotateEveryNs, flushEveryNs: rotation.flushEveryNs) }
     }
 
     /// On stop: nothing more comes from the kernel, so everything held is due now.
     private func drain() {
         _ = try? ring.consume()
-        while let packet = reorder.popOldest() { writer.write(packet) }
+        while let packet = reorder.popOldest() { write(packet) }
         housekeeping(nowWallNs: MonotonicToWall.wallNowNs())
         writer.close()
     }
@@ -194,6 +210,8 @@ struct PipelineStats: Sendable {
     var bytes: UInt64 = 0
     var drops: UInt64 = 0
     var keys: UInt64 = 0
+    /// Copies of packets already written from another interface, not written again.
+    var duplicates: UInt64 = 0
     /// Secrets that reached the writer after packets newer than them were written.
     var lateKeys: UInt64 = 0
     var malformedRecords: UInt64 = 0

@@ -5,6 +5,7 @@ import Discover
 struct PipelineChanges: Sendable {
     var reorderWindowNs: UInt64?
     var rotation: (rotateEveryNs: UInt64, flushEveryNs: UInt64)?
+    var keepDuplicates: Bool?
 }
 
 /// How other threads speak to the pipeline thread: it takes at most one message per loop turn

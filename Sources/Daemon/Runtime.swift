@@ -78,7 +78,8 @@ public final class DaemonRuntime: @unchecked Sendable {
                     retention.enforce(nowWallNs: MonotonicToWall.wallNowNs())
                     statusBoard.publish(snapshot, segment: segment, sessions: keys?.liveSessionCount ?? 0)
                 }),
-            settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20),
+            settings: .init(reorderWindowNs: config.reorderWindow.nanoseconds, reorderMaxBytes: 512 << 20,
+                            keepDuplicates: config.keepDuplicates),
             logger: logger)
         pipelineThread = try DedicatedThread(name: "tlstap-pipeline") {
             pipeline.run()
@@ -118,7 +119,8 @@ public final class DaemonRuntime: @unchecked Sendable {
         attacher.apply(newConfig, current: discovery.snapshot().interfaces)
         mailbox.send(.reconfigure(PipelineChanges(
             reorderWindowNs: newConfig.reorderWindow.nanoseconds,
-            rotation: (newConfig.rotateEvery.nanoseconds, newConfig.flushEvery.nanoseconds))))
+            rotation: (newConfig.rotateEvery.nanoseconds, newConfig.flushEvery.nanoseconds),
+            keepDuplicates: newConfig.keepDuplicates)))
         retention.replace(Retention(directory: newConfig.segmentDirectory, maxTotalBytes: newConfig.maxTotalSizeBytes,
                                     maxAgeNs: newConfig.maxAge.nanoseconds, logger: logger))
         for key in [ConfigKey.segmentDir, .snaplen, .ringBufferSize] where newConfig.changes(from: old).contains(where: { $0.key == key }) {

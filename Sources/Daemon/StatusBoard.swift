@@ -53,7 +53,8 @@ final class StatusBoard: @unchecked Sendable {
                     })
             },
             libraries: libraries, packets: stats.packets, bytes: stats.bytes, drops: stats.drops,
-            sessions: sessions, keys: stats.keys, lateKeys: stats.lateKeys)
+            sessions: sessions, keys: stats.keys, lateKeys: stats.lateKeys,
+            duplicates: stats.duplicates)
         do {
             try status.write(to: Self.statusPath)
         } catch {

@@ -38,6 +38,8 @@ public struct DaemonStatus: Codable, Sendable {
     public var sessions: Int
     public var keys: UInt64
     public var lateKeys: UInt64
+    /// Copies of packets already recorded from another interface (duplicates = "drop").
+    public var duplicates: UInt64
 
     /// systemd sets RUNTIME_DIRECTORY for `RuntimeDirectory=tlstap`; elsewhere /run/tlstap.
     public static func defaultPath(environment runtimeDirectory: String?) -> String {

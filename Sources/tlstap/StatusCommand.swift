@@ -33,6 +33,7 @@ struct StatusCommand: AsyncParsableCommand {
         }
         print("tlstap \(status.version), pid \(status.pid), running since \(status.startedAt) (updated \(status.updatedAt))")
         print("segments: \(status.segmentDirectory), current \(status.currentSegment ?? "none")")
+        print("copies seen on a second interface and not recorded again: \(status.duplicates)")
         print("packets \(status.packets), bytes \(status.bytes), drops \(status.drops), TLS sessions \(status.sessions), keys \(status.keys) (\(status.lateKeys) too late for their packets)")
         for netns in status.namespaces {
             print("netns \(netns.inode) (\(netns.origin))")

@@ -44,8 +44,9 @@ def test_namespaces_created_after_ready_are_captured_like_tcpdump(tlstap, segmen
     need("tcpdump")
     need("tshark")
     # Only the lab's interfaces, so the test neither depends on nor disturbs the rest of the host.
+    # Every copy on its own interface (--duplicates keep), to compare interface by interface.
     daemon = Daemon(tlstap, segment_dir, "--rotate-every", "1m", "--flush-every", "200ms", "--interfaces", "lab*",
-                    env={"RUNTIME_DIRECTORY": str(tmp_path)})
+                    "--duplicates", "keep", env={"RUNTIME_DIRECTORY": str(tmp_path)})
     try:
         daemon.wait_ready()
         lab = Lab(make_netns)          # made only now: tlstap must discover and attach live
@@ -225,3 +226,26 @@ while time.monotonic() < end:
     received = sum(s["ifrecv"] or 0 for s in stats.values())
     assert dropped > 0, f"ring overflow not reported in ISBs: {stats}"
     assert received > dropped, stats
+
+
+def test_default_records_each_packet_once_on_the_first_interface(tlstap, segment_dir, make_netns, tmp_path):
+    """By default a packet that crosses A's veth, two bridge ports and B's veth is recorded once, on
+    A's interface where it was first seen; what tcpdump sees on A's interface is all there."""
+    daemon = Daemon(tlstap, segment_dir, "--interfaces", "lab*", env={"RUNTIME_DIRECTORY": str(tmp_path)})
+    try:
+        daemon.wait_ready()
+        lab = Lab(make_netns)
+        time.sleep(0.3)
+        lab.a.exec("ping", "-c", "5", "-i", "0.05", Lab.B_IP)
+        time.sleep(1.0)
+    finally:
+        assert daemon.stop() == 0, daemon.stderr()
+        daemon.close()
+    rows = [row for segment in daemon.finished_segments()
+            for row in tshark_fields(segment, "icmp.type", "frame.interface_name", display_filter="icmp")]
+    requests = [r for r in rows if r[0] == "8"]
+    replies = [r for r in rows if r[0] == "0"]
+    a_name = f"netns:{netns_inode(lab.a.name)}/labeth0"
+    b_name = f"netns:{netns_inode(lab.b.name)}/labeth0"
+    assert len(requests) == 5 and all(r[1] == a_name for r in requests), requests
+    assert len(replies) == 5 and all(r[1] == b_name for r in replies), replies

@@ -1,5 +1,5 @@
 """Issue 5 acceptance, end to end: servers and clients in namespaces made after `tlstap run` is ready,
-real nginx, PostgreSQL, curl, python, node and psql; tshark — with no key file and no preferences —
+real nginx, PostgreSQL, MariaDB, curl, python, node, psql and mariadb; tshark — with no key file and no preferences —
 is the judge of whether each segment decrypts on its own."""
 import os
 import shutil
@@ -61,7 +61,7 @@ def decrypted_queries(segment):
 
 @pytest.fixture
 def tls_lab(make_netns, tmp_path):
-    for tool in ("nginx", "tshark", "curl", "node", "psql", "openssl"):
+    for tool in ("nginx", "tshark", "curl", "node", "psql", "openssl", "mariadbd", "mariadb"):
         need(tool)
     lab = Lab(make_netns)
     certs = tmp_path / "tls"
@@ -117,15 +117,45 @@ def start_postgres(lab, tmp_path):
     raise AssertionError("postgres did not come up")
 
 
+def start_mariadb(lab):
+    """A MariaDB server with TLS inside B, on its default port so Wireshark dissects MySQL."""
+    base = tempfile.mkdtemp(prefix="tlstap-mysql-")
+    lab.cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    os.chmod(base, 0o755)
+    data = os.path.join(base, "data")
+    for name in ("cert.pem", "key.pem"):
+        shutil.copy(lab.certs / name, os.path.join(base, name))
+    run(["chown", "-R", "mysql:mysql", base])
+    run(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--auth-root-authentication-method=normal",
+         "--skip-test-db"], timeout=120)
+    server = lab.b.popen("mariadbd", "--user=mysql", f"--datadir={data}", f"--bind-address={Lab.B_IP}",
+                         f"--socket={base}/mysqld.sock", f"--pid-file={base}/mysqld.pid", "--skip-grant-tables",
+                         f"--ssl-cert={base}/cert.pem", f"--ssl-key={base}/key.pem", "--skip-log-bin",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = ["mariadb", f"--host={Lab.B_IP}", "--user=root", "--ssl", "--skip-ssl-verify-server-cert"]
+    for _ in range(100):
+        if lab.a.exec(*client, "-e", "select 1", check=False).returncode == 0:
+            return server, client
+        time.sleep(0.1)
+    server.terminate()
+    raise AssertionError("mariadb did not come up")
+
+
+def decrypted_mysql_queries(segment):
+    out = run(["tshark", "-r", segment, "-Y", "mysql.query", "-T", "fields", "-e", "mysql.query"]).stdout
+    return out.splitlines()
+
+
 def test_every_client_and_server_decrypts_from_its_segment(tlstap, segment_dir, tls_lab, tmp_path):
     lab = tls_lab
     daemon = Daemon(tlstap, segment_dir, "--interfaces", "lab*", "--rotate-every", "1m", "--flush-every", "200ms",
                     env={"RUNTIME_DIRECTORY": str(tmp_path)})
-    postgres = None
+    postgres = mariadb = None
     try:
         daemon.wait_ready()
         start_nginx(lab)                          # servers start after tlstap is ready
         postgres, conn = start_postgres(lab, tmp_path)
+        mariadb, mysql_client = start_mariadb(lab)
         expected = []
         for uri, args in CURL_CASES:
             lab.a.exec("curl", "-sfk", "-o", "/dev/null", *args, f"https://{Lab.B_IP}{uri}")
@@ -142,11 +172,13 @@ require('https').get({{host: '{Lab.B_IP}', path: '/node-https', rejectUnauthoriz
 """)
         expected.append("/node-https")
         lab.a.exec("psql", conn, "-c", "select 'tlstap-probe-query'")
+        lab.a.exec(*mysql_client, "-e", "select 'tlstap-mysql-probe'")
         time.sleep(1.0)  # past the reorder window
     finally:
-        if postgres:
-            postgres.terminate()
-            postgres.wait()
+        for server in (postgres, mariadb):
+            if server:
+                server.terminate()
+                server.wait()
         assert daemon.stop() == 0, daemon.stderr()
         daemon.close()
 
@@ -159,6 +191,8 @@ require('https').get({{host: '{Lab.B_IP}', path: '/node-https', rejectUnauthoriz
     assert not missing, f"not decrypted: {missing}; decrypted: {sorted(found)}"
     queries = [q for segment in segments for q in decrypted_queries(segment)]
     assert any("tlstap-probe-query" in q for q in queries), f"psql query not decrypted: {queries}"
+    mysql = [q for segment in segments for q in decrypted_mysql_queries(segment)]
+    assert any("tlstap-mysql-probe" in q for q in mysql), f"mariadb query not decrypted: {mysql}"
     # Guarantee 8: the secrets are in the segments and nowhere else.
     keylog = run([tlstap, "keylog", "--segment-dir", str(segment_dir)]).stdout.splitlines()
     secrets = [line.split()[2] for line in keylog if line and not line.startswith("#")]
@@ -230,5 +264,4 @@ for i in range({count}):
     found = set()
     for segment in daemon.finished_segments():
         found.update(u for u in decrypted_uris(segment) if u.startswith("/burst-"))
-    # Each request crosses four interfaces (both veth ends, two bridge ports) and decrypts on each.
     assert len(found) == count, f"{len(found)} of {count} connections decrypted"
