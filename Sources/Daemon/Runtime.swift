@@ -95,16 +95,9 @@ public final class DaemonRuntime: @unchecked Sendable {
             try discovery.start()
             try libssl?.start()
         } catch {
-            attacher.detachAll()
-            discovery.stop()
-            libssl?.stop()
-            mailbox.send(.stop)
-            pipelineThread.join()
-            capture.close()
-            netnsThread.shutdown()
+            stop()
             throw error
         }
-        state = .running
     }
 
     /// One human line for systemd's STATUS=.
@@ -112,10 +105,19 @@ public final class DaemonRuntime: @unchecked Sendable {
 
     public func reload(_ newConfig: TapConfig) {
         let old = config
-        config = newConfig
-        for change in newConfig.changes(from: old) {
+        let changes = newConfig.changes(from: old)
+        for change in changes {
             logger.notice("config changed: \(change.key.rawValue) \(change.old) → \(change.new)")
         }
+        for change in changes where !change.key.appliesOnReload {
+            logger.warning("\(change.key.rawValue) changes only on restart; still using \(change.old)")
+        }
+        // What cannot change live keeps its running value, so status and retention stay truthful.
+        var newConfig = newConfig
+        newConfig.segmentDirectory = old.segmentDirectory
+        newConfig.snaplen = old.snaplen
+        newConfig.ringBufferSizeBytes = old.ringBufferSizeBytes
+        config = newConfig
         attacher.apply(newConfig, current: discovery.snapshot().interfaces)
         mailbox.send(.reconfigure(PipelineChanges(
             reorderWindowNs: newConfig.reorderWindow.nanoseconds,
@@ -123,9 +125,6 @@ public final class DaemonRuntime: @unchecked Sendable {
             keepDuplicates: newConfig.keepDuplicates)))
         retention.replace(Retention(directory: newConfig.segmentDirectory, maxTotalBytes: newConfig.maxTotalSizeBytes,
                                     maxAgeNs: newConfig.maxAge.nanoseconds, logger: logger))
-        for key in [ConfigKey.segmentDir, .snaplen, .ringBufferSize] where newConfig.changes(from: old).contains(where: { $0.key == key }) {
-            logger.warning("\(key.rawValue) changes only on restart")
-        }
     }
 
     /// Detaches everything, writes out what is held, finishes the segment. Call once.
