@@ -19,8 +19,8 @@ public enum TapLogging {
         setLevel(level)
         let journal = stderrIsJournal()
         LoggingSystem.bootstrap({ label, provider in
-            if journal { return JournalLogHandler(label: label, metadataProvider: provider) }
-            return StderrLogHandler(label: label, metadataProvider: provider)
+            if journal { return TapLogHandler(sink: .journal, metadataProvider: provider) }
+            return TapLogHandler(sink: .stderr, metadataProvider: provider)
         }, metadataProvider: nil)
     }
 

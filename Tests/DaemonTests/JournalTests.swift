@@ -40,7 +40,7 @@ import Testing
 
 @Suite struct StderrFormatTests {
     @Test func lineIsTimestampLevelIdentifierMessageAndSortedMetadata() {
-        let line = StderrLogHandler.format(time: 1_795_600_800, level: .info, message: "rotated",
+        let line = TapLogHandler.format(time: 1_795_600_800, level: .info, message: "rotated",
                                            metadata: ["segment": "a b", "count": "3"])
         #expect(line == "2026-11-25T10:00:00Z info tlstap: rotated count=3 segment=\"a b\"")
     }

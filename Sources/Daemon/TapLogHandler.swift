@@ -1,19 +1,30 @@
+import CSystemd
 import Glibc
 import Logging
 
-/// Readable lines on stderr for a terminal or a test harness, one `write(2)` per record so lines
-/// from several threads never interleave:
-/// `2026-11-25T10:00:00Z info tlstap: attached tc interface=eth0 netns=4026531840`.
-public struct StderrLogHandler: LogHandler {
+/// tlstap's swift-log handler: structured records to journald under systemd, readable lines on stderr
+/// elsewhere (`TapLogging.bootstrap` picks the sink). Metadata keys become `TLSTAP_<KEY>` journal fields.
+public struct TapLogHandler: LogHandler {
+    public enum Sink: Sendable {
+        /// sd_journal_sendv(3) (the variadic sd_journal_send cannot be called from Swift); fields: `JournalFields`.
+        case journal
+        /// One `write(2)` per record, so lines from several threads never interleave:
+        /// `2026-11-25T10:00:00Z info tlstap: attached tc interface=eth0 netns=4026531840`.
+        case stderr
+    }
+
+    public let sink: Sink
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
+    /// Follows `TapLogging.level` (so a reload can change it) unless set on this logger.
     public var logLevel: Logger.Level {
         get { levelOverride ?? TapLogging.level }
         set { levelOverride = newValue }
     }
     private var levelOverride: Logger.Level?
 
-    public init(label: String, metadataProvider: Logger.MetadataProvider? = nil) {
+    public init(sink: Sink, metadataProvider: Logger.MetadataProvider? = nil) {
+        self.sink = sink
         self.metadataProvider = metadataProvider
     }
 
@@ -27,7 +38,18 @@ public struct StderrLogHandler: LogHandler {
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
         if let extra = event.metadata { merged.merge(extra) { $1 } }
         if let error = event.error { merged["error"] = "\(error)" }
-        var text = Self.format(time: time(nil), level: event.level, message: event.message.description, metadata: merged)
+        switch sink {
+        case .journal:
+            Self.send(JournalFields.encode(level: event.level, message: event.message.description, metadata: merged,
+                                           file: event.file, function: event.function, line: event.line))
+        case .stderr:
+            Self.writeLine(Self.format(time: time(nil), level: event.level, message: event.message.description,
+                                       metadata: merged))
+        }
+    }
+
+    private static func writeLine(_ line: String) {
+        var text = line
         text.append("\n")
         text.withUTF8 { bytes in
             var offset = 0
@@ -37,6 +59,22 @@ public struct StderrLogHandler: LogHandler {
                 if written <= 0 { return }
                 offset += written
             }
+        }
+    }
+
+    /// One iovec per field, all pointing into a single buffer that lives for the call.
+    static func send(_ fields: [String]) {
+        var buffer: [UInt8] = []
+        var ranges: [Range<Int>] = []
+        for field in fields {
+            let start = buffer.count
+            buffer.append(contentsOf: field.utf8)
+            ranges.append(start..<buffer.count)
+        }
+        buffer.withUnsafeMutableBytes { bytes in
+            let vectors = ranges.map { iovec(iov_base: bytes.baseAddress! + $0.lowerBound, iov_len: $0.count) }
+            // Nothing sensible to do if journald is gone; the record is lost either way.
+            _ = vectors.withUnsafeBufferPointer { sd_journal_sendv($0.baseAddress, Int32($0.count)) }
         }
     }
 
