@@ -80,6 +80,7 @@ final class Pipeline: @unchecked Sendable {
             let message = mailbox.take()
             if case .some(.reconfigure(let changes)) = message { apply(changes) }
             if case .some(.stop) = message { break }
+            refreshResolvedInterfaces()
             do {
                 _ = try ring.poll(timeoutMs: 50)
             } catch {
@@ -126,12 +127,16 @@ final class Pipeline: @unchecked Sendable {
         writer.write(secrets: lines)
     }
 
-    private func interfaceKey(for id: CaptureInterfaceID) -> InterfaceKey? {
+    /// Drops the lookup cache when the registry changed; once per loop turn, not per packet (the
+    /// registry's lock would otherwise be taken for every record).
+    private func refreshResolvedInterfaces() {
         let generation = registry.currentGeneration()
-        if generation != resolvedGeneration {
-            resolved.removeAll(keepingCapacity: true)
-            resolvedGeneration = generation
-        }
+        guard generation != resolvedGeneration else { return }
+        resolved.removeAll(keepingCapacity: true)
+        resolvedGeneration = generation
+    }
+
+    private func interfaceKey(for id: CaptureInterfaceID) -> InterfaceKey? {
         if let key = resolved[id] { return key }
         guard let info = registry.resolve(cookie: id.netnsCookie, ifindex: id.ifindex) else { return nil }
         writer.register(info)
