@@ -15,12 +15,17 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var options: RunOptions
 
+    /// EX_CONFIG from sysexits.h: what systemd and init scripts read as "configuration error".
+    static let configurationError: Int32 = 78
+
     func run() async throws {
         let config: TapConfig
         do {
             config = try options.resolve()
         } catch {
-            throw ValidationError(error.description)
+            // One line naming the file, line and key; no usage text, which would bury it.
+            printError(error.description)
+            throw ExitCode(Self.configurationError)
         }
         TapLogging.bootstrap(level: config.logLevel)
         let logger = Logger(label: "tlstap")

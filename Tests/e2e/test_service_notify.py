@@ -151,3 +151,4 @@ def test_notify_protocol(tlstap, tmp_path, make_netns):
         run(["zstd", "-t", "-q", str(segment)])
     assert tagged_pings_in(segments, "53:54:41:52:54") >= 1, "ping sent at READY=1 was not captured"
     assert tagged_pings_in(segments, "45:4e:44") >= 1, "ping sent just before SIGTERM is missing from the last segment"
+
