@@ -1,5 +1,6 @@
 import Attach
 import Discover
+import Glibc
 import Logging
 import Retention
 import RingBuffer
@@ -39,6 +40,7 @@ public final class DaemonRuntime: @unchecked Sendable {
         self.config = config
         let startedNs = MonotonicToWall.wallNowNs()
         LibBPFLog.route(to: logger)
+        Self.raiseOpenFileLimit(logger: logger)
 
         try SegmentDirectory.create(config.segmentDirectory)
         try SegmentRepair(directory: config.segmentDirectory, logger: logger).run()
@@ -97,6 +99,17 @@ public final class DaemonRuntime: @unchecked Sendable {
         } catch {
             stop()
             throw error
+        }
+    }
+
+    /// Discovery holds two fds per watched namespace; a host with hundreds of pods would exhaust the
+    /// usual soft limit of 1024, so the soft limit is raised to the hard one (systemd's is 524288).
+    private static func raiseOpenFileLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 {
+            logger.warning("cannot raise the open file limit: errno \(errno)")
         }
     }
 
