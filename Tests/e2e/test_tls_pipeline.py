@@ -265,3 +265,52 @@ for i in range({count}):
     for segment in daemon.finished_segments():
         found.update(u for u in decrypted_uris(segment) if u.startswith("/burst-"))
     assert len(found) == count, f"{len(found)} of {count} connections decrypted"
+
+
+WHEEL = "psycopg2-binary==2.9.13"
+WHEEL_CACHE = "/var/tmp/tlstap-tests/psycopg2-binary-2.9.13"
+
+
+def wheel_site():
+    """psycopg2-binary unpacked (it bundles its own OpenSSL 3.5 as psycopg2_binary.libs/libssl-<hash>.so)."""
+    unpacked = os.path.join(WHEEL_CACHE, "unpacked")
+    if not os.path.isdir(os.path.join(unpacked, "psycopg2")):
+        os.makedirs(WHEEL_CACHE, exist_ok=True)
+        run(["python3", "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version",
+             "3.11", "--platform", "manylinux2014_x86_64", WHEEL, "-d", WHEEL_CACHE], timeout=180)
+        wheel = next(f for f in os.listdir(WHEEL_CACHE) if f.endswith(".whl"))
+        run(["python3", "-m", "zipfile", "-e", os.path.join(WHEEL_CACHE, wheel), unpacked])
+    return unpacked
+
+
+def test_wheel_bundled_libssl_loaded_after_start_decrypts(tlstap, segment_dir, tls_lab, tmp_path):
+    """A libssl that is not the system one — psycopg2-binary's bundled OpenSSL 3.5 — loaded by a process
+    that starts after tlstap is ready: found from the process's exec, hooked, and its session decrypts."""
+    lab = tls_lab
+    site = wheel_site()
+    daemon = Daemon(tlstap, segment_dir, "--interfaces", "lab*", "--rotate-every", "1m", "--flush-every", "200ms",
+                    env={"RUNTIME_DIRECTORY": str(tmp_path)})
+    postgres = None
+    try:
+        daemon.wait_ready()
+        postgres, _ = start_postgres(lab, tmp_path)
+        # The import maps the bundled libssl; tlstap looks at a new process at once, after 100 ms and
+        # after 1 s, so a connection made 1.5 s after start is covered.
+        lab.a.exec("python3", "-c", f"""
+import sys, time
+sys.path.insert(0, {site!r})
+import psycopg2
+time.sleep(1.5)
+with psycopg2.connect(host={Lab.B_IP!r}, user="postgres", dbname="postgres", sslmode="require") as c:
+    c.cursor().execute("select 'tlstap-wheel-probe'")
+""", timeout=60)
+        time.sleep(1.0)
+    finally:
+        if postgres:
+            postgres.terminate()
+            postgres.wait()
+        assert daemon.stop() == 0, daemon.stderr()
+        daemon.close()
+    assert "psycopg2_binary.libs/libssl" in daemon.stderr(), "the wheel's libssl was not found"
+    queries = [q for segment in daemon.finished_segments() for q in decrypted_queries(segment)]
+    assert any("tlstap-wheel-probe" in q for q in queries), f"query over the wheel's OpenSSL not decrypted: {queries}"
