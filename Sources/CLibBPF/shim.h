@@ -34,6 +34,7 @@ static inline int tlstap_unshare(int flags) { return unshare(flags); }
 
 /* The ring record and drop-counter layouts, shared with bpf/capture.bpf.c: one definition. */
 #include "../../bpf/capture.h"
+#include "../../bpf/dlopen.h"
 
 static inline struct bpf_object_open_opts tlstap_object_open_opts(const char *object_name) {
     struct bpf_object_open_opts opts;

@@ -2,19 +2,24 @@ import Attach
 import Discover
 import Glibc
 import Logging
+import RingBuffer
 import TapCore
 
 /// Keeps a uprobe on every file that carries OpenSSL: the start-up scan (system libraries, static
 /// executables, every running process) before READY, then each process that starts or execs — looked
 /// at at once (a static binary is mapped at exec), again after 100 ms (the dynamic loader has mapped
-/// its libraries) and after 1 s (early dlopen) — plus a full rescan every 30 s as a backstop for
-/// later dlopens. A library the system already has is covered before any program that uses it starts,
-/// because uprobes attach per file, for every process present and future.
+/// its libraries) and after 1 s — and each process the moment its `dlopen` returns (a uretprobe on the
+/// host libc's dlopen, bpf/dlopen.bpf.c), plus a full rescan every 30 s as a backstop (a container's
+/// own libc is not hooked). A library the system already has is covered before any program that uses
+/// it starts, because uprobes attach per file, for every process present and future.
 ///
-/// Runs on its own thread, the only one that touches the scanner and the loader (neither is
-/// thread-safe). Owns the loader: `stop()` detaches every uprobe and closes it.
+/// Runs on its own thread, the only one that touches the scanner and the loaders (none is
+/// thread-safe); it sleeps in the dlopen ring's poll. Owns both loaders: `stop()` detaches every
+/// uprobe and closes them.
 final class LibSSLWatcher: @unchecked Sendable {
     private let loader: TLSKeysLoader
+    private let dlopens: DlopenLoader?
+    private let dlopenRing = RingBufferConsumer()
     private let scanner: LibSSLScanner
     private let logger: Logger
     private let queue = PThreadMutexCondition()
@@ -31,6 +36,35 @@ final class LibSSLWatcher: @unchecked Sendable {
         self.loader = loader
         self.logger = logger
         scanner = LibSSLScanner(logger: logger)
+        dlopens = Self.hookDlopen(ring: dlopenRing, logger: logger)
+    }
+
+    /// The dlopen hook is an accelerator: without it, late loads wait for the periodic rescan.
+    private static func hookDlopen(ring: RingBufferConsumer, logger: Logger) -> DlopenLoader? {
+        do {
+            let hook = try DlopenLoader()
+            do {
+                try hook.attach(libc: try hostLibC())
+                return hook
+            } catch {
+                hook.close()
+                throw error
+            }
+        } catch {
+            logger.warning("libraries loaded late are found by the 30 s rescan only: \(error)")
+            return nil
+        }
+    }
+
+    /// The libc this process maps, which is the host's (tlstap runs in the host's mount namespace).
+    private static func hostLibC() throws -> String {
+        let maps = (try? String(contentsOfFile: "/proc/self/maps")) ?? ""
+        for line in maps.split(separator: "\n") {
+            guard let path = line.split(separator: " ", omittingEmptySubsequences: true).last,
+                  path.hasPrefix("/"), path.split(separator: "/").last?.hasPrefix("libc.so") == true else { continue }
+            return String(path)
+        }
+        throw SystemError("find the host libc in /proc/self/maps", errno: ENOENT)
     }
 
     var eventsMapFD: Int32 { loader.eventsMapFD }
@@ -39,6 +73,11 @@ final class LibSSLWatcher: @unchecked Sendable {
     func start() throws {
         attach(scanner.initialScan())
         publish()
+        if let dlopens {
+            try dlopenRing.add(mapFD: dlopens.loadsMapFD, name: "dlopen returns") { [unowned self] record in
+                if let pid = DlopenLoader.pid(of: record) { processLoadedLibrary(pid) }
+            }
+        }
         thread = try DedicatedThread(name: "tlstap-libssl") { [self] in loop() }
     }
 
@@ -50,6 +89,12 @@ final class LibSSLWatcher: @unchecked Sendable {
         }
     }
 
+    /// On the watcher thread, from the dlopen ring: the library is mapped now.
+    private func processLoadedLibrary(_ pid: Int32) {
+        let now = MonotonicToWall.monotonicNowNs()
+        queue.locked { due.append((now, pid)) }
+    }
+
     /// Targets with their state, for `status`.
     var targets: [LibSSLTarget] { snapshotLock.locked { snapshot } }
 
@@ -57,6 +102,8 @@ final class LibSSLWatcher: @unchecked Sendable {
         queue.signalAll { stopping = true }
         thread?.join()
         thread = nil
+        dlopenRing.close()
+        dlopens?.close()
         loader.close()
     }
 
@@ -77,8 +124,12 @@ final class LibSSLWatcher: @unchecked Sendable {
                 attach(scanner.initialScan())
                 nextFullRescan = MonotonicToWall.monotonicNowNs() + Self.fullRescanIntervalNs
             }
-            // Short sleeps: the next due rescan is at most 100 ms away when anything is queued.
-            usleepMillis(pids.isEmpty ? 20 : 5)
+            // Sleep in the dlopen ring's poll; short, since a queued rescan is at most 100 ms away.
+            if dlopens != nil {
+                _ = try? dlopenRing.poll(timeoutMs: pids.isEmpty ? 20 : 5)
+            } else {
+                usleepMillis(pids.isEmpty ? 20 : 5)
+            }
         }
     }
 

@@ -284,8 +284,8 @@ def wheel_site():
 
 
 def test_wheel_bundled_libssl_loaded_after_start_decrypts(tlstap, segment_dir, tls_lab, tmp_path):
-    """A libssl that is not the system one — psycopg2-binary's bundled OpenSSL 3.5 — loaded by a process
-    that starts after tlstap is ready: found from the process's exec, hooked, and its session decrypts."""
+    """A libssl that is not the system one — psycopg2-binary's bundled OpenSSL 3.5 — dlopened late by a
+    process that started after tlstap was ready: found when dlopen returns, hooked, and its session decrypts."""
     lab = tls_lab
     site = wheel_site()
     daemon = Daemon(tlstap, segment_dir, "--interfaces", "lab*", "--rotate-every", "1m", "--flush-every", "200ms",
@@ -294,13 +294,15 @@ def test_wheel_bundled_libssl_loaded_after_start_decrypts(tlstap, segment_dir, t
     try:
         daemon.wait_ready()
         postgres, _ = start_postgres(lab, tmp_path)
-        # The import maps the bundled libssl; tlstap looks at a new process at once, after 100 ms and
-        # after 1 s, so a connection made 1.5 s after start is covered.
+        # The import dlopens the bundled libssl 2.5 s after the process started — past the rescans
+        # that follow an exec, long before the 30 s backstop: the dlopen uretprobe must find it, and
+        # the connection 0.2 s later must be covered.
         lab.a.exec("python3", "-c", f"""
 import sys, time
 sys.path.insert(0, {site!r})
+time.sleep(2.5)
 import psycopg2
-time.sleep(1.5)
+time.sleep(0.2)
 with psycopg2.connect(host={Lab.B_IP!r}, user="postgres", dbname="postgres", sslmode="require") as c:
     c.cursor().execute("select 'tlstap-wheel-probe'")
 """, timeout=60)
