@@ -18,6 +18,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Puts struct tlskeys_event into the object's BTF (a ring buffer map carries no value type), so a
+ * test can pin the Swift decoder's layout against what clang actually laid out. */
+const struct tlskeys_event *tlskeys_event_abi __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);

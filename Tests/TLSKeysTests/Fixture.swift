@@ -5,6 +5,11 @@ import Foundation
 import Logging
 import TapCore
 
+import Testing
+
+/// Every suite here runs real servers on fixed ports and counts process-wide descriptors: one at a time.
+@Suite(.serialized) struct TLSKeysTests {}
+
 /// Shared scaffolding for the TLS key tests: real programs, real uprobes, a private ring consumer.
 enum Fixture {
     static let logger = Logger(label: "tlstap.tests.tlskeys")
@@ -21,14 +26,15 @@ enum Fixture {
 
     /// Runs a command to completion; throws with its output if it fails.
     @discardableResult
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20) throws -> String {
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20,
+                    includeStandardError: Bool = true) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let output = Pipe()
         process.standardOutput = output
-        process.standardError = output
+        process.standardError = includeStandardError ? output : FileHandle.nullDevice
         try process.run()
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
