@@ -111,6 +111,50 @@ extension TLSKeysTests {
             #expect(tap.undecodable == 0)
         }
 
+        /// A copy of the library that exists only inside another mount namespace (as in a container
+        /// image): found through /proc/PID/root, attached there, secrets match.
+        @Test func libSSLVisibleOnlyInAnotherMountNamespaceIsFoundThroughProcRoot() throws {
+            let libs = try Self.wheelLibraries()
+            let directory = try Fixture.temporaryDirectory()
+            let cert = try Fixture.makeCertificate(in: directory)
+            let mountPoint = directory.appending(path: "container-lib").path
+            try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+            let name = try #require(try FileManager.default.contentsOfDirectory(atPath: libs.path).first { $0.hasPrefix("libssl-") })
+            let tap = try KeyTap()
+            tap.attach(tap.scanner.initialScan())
+            let server = try Fixture.startServer(port: 18804, cert: cert)
+            defer { Fixture.stop(server) }
+
+            let keyLog = directory.appending(path: "container.keys").path
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            // unshare execs without forking, so the python client keeps this process's pid.
+            process.arguments = ["--mount", "--propagation", "private", "bash", "-c",
+                                 "mount -t tmpfs tl-container \(mountPoint) && cp \(libs.path)/* \(mountPoint)/ && exec python3 -c \"$0\" \"$@\"",
+                                 Self.client, "\(mountPoint)/\(name)", "18804", keyLog]
+            let input = Pipe(), output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            try process.run()
+            defer { if process.isRunning { Fixture.stop(process) } }
+            #expect(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).hasPrefix("loaded"))
+            #expect(!FileManager.default.fileExists(atPath: "\(mountPoint)/\(name)"), "the copy is private to the namespace")
+
+            let found = tap.scanner.rescan(pids: [process.processIdentifier])
+            let target = try #require(found.first { $0.displayPath == "\(mountPoint)/\(name)" })
+            #expect(target.path == "/proc/\(process.processIdentifier)/root\(mountPoint)/\(name)")
+            #expect(target.version?.series == "3.5")
+            #expect(tap.attach([target]).first?.state == .attached)
+
+            input.fileHandleForWriting.write(Data("go\n".utf8))
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            let truth = try Fixture.keyLog(at: keyLog)
+            #expect(truth.count == 6)
+            let seen = tap.waitFor(truth)
+            for line in truth { #expect(seen.contains(line), "missing \(line.label) from the namespaced libssl") }
+        }
+
         /// Where nss_keylog_int is inlined, a version without a layout row is refused, naming the version.
         @Test func inlinedHookWithUnknownLayoutIsRefusedNamingTheVersion() throws {
             let image = try ELFImage(path: try Self.bundledLibSSL())
