@@ -24,7 +24,7 @@ const struct tlskeys_event *tlskeys_event_abi __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 22); /* 4 MiB: ~27k records, a burst of thousands of handshakes */
 } events SEC(".maps");
 
 /* Records lost because the ring was full: one slot, read by the loader for `status`. */

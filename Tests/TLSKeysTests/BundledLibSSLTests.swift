@@ -94,7 +94,9 @@ extension TLSKeysTests {
             #expect(String(decoding: said, as: UTF8.self).hasPrefix("loaded"))
 
             // What the daemon does on an exec/mmap event: look at that process only.
-            let found = tap.scanner.rescan(pids: [process.processIdentifier])
+            var found: [LibSSLTarget] = []
+            let elapsed = ContinuousClock().measure { found = tap.scanner.rescan(pids: [process.processIdentifier]) }
+            print("rescan of one process with a new libssl took \(elapsed)")
             let target = try #require(found.first { $0.displayPath == libssl })
             #expect(target.kind == .shared)
             #expect(target.version?.series == "3.5")

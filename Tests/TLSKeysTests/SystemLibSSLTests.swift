@@ -31,6 +31,19 @@ extension TLSKeysTests {
             #expect(tap.scanner.initialScan().isEmpty)
         }
 
+        /// The daemon's entry point: attach at start, then the status view shows each target's state.
+        @Test func attachmentsReportStateForStatus() throws {
+            let attachments = try TLSKeyAttachments(logger: Fixture.logger)
+            defer { attachments.close() }
+            let initial = attachments.attachInitial()
+            #expect(!initial.isEmpty)
+            let system = try #require(attachments.targets.first { $0.displayPath.hasSuffix("libssl.so.3") })
+            #expect(system.state == .attached)
+            #expect(attachments.loader.attachedCount == initial.filter { $0.state == .attached }.count)
+            // A process that maps nothing new: nothing to do.
+            #expect(attachments.attachNew(inProcesses: [getpid()]).isEmpty)
+        }
+
         @Test(arguments: [
             ["--tlsv1.3", "--tls13-ciphers", "TLS_AES_128_GCM_SHA256"],
             ["--tlsv1.3", "--tls13-ciphers", "TLS_AES_256_GCM_SHA384"],
@@ -80,6 +93,34 @@ extension TLSKeysTests {
             #expect(truth.count == 6)
             let seen = tap.waitFor(truth)
             for line in truth { #expect(seen.contains(line), "missing \(line.label) of python ssl") }
+        }
+
+        /// A burst of new connections (both ends on the uprobed libssl, ~10 secrets per connection):
+        /// none lost, none dropped by the ring.
+        @Test func burstOfNewConnectionsLosesNoSecret() throws {
+            let tap = try KeyTap()
+            tap.attach(tap.scanner.initialScan())
+            let server = try Fixture.startServer(port: Fixture.serverPortTLS13, cert: cert)
+            defer { Fixture.stop(server) }
+            let keyLog = directory.appending(path: "burst.keys").path
+            let script = """
+                import socket, ssl, sys
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                ctx.keylog_filename = sys.argv[1]
+                for _ in range(400):
+                    with socket.create_connection(("127.0.0.1", \(Fixture.serverPortTLS13))) as raw:
+                        with ctx.wrap_socket(raw) as tls:
+                            tls.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+                            while tls.recv(65536): pass
+                """
+            try Fixture.run(["python3", "-c", script, keyLog], timeout: 120)
+            let truth = try Fixture.keyLog(at: keyLog)
+            #expect(truth.count == 400 * 5)
+            let seen = tap.waitFor(truth, timeout: 5)
+            #expect(truth.filter { !seen.contains($0) }.count == 0)
+            #expect(tap.loader.droppedEvents == 0)
         }
 
         @Test func nodeHTTPSSecretsMatchItsKeyLog() throws {
