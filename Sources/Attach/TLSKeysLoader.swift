@@ -16,6 +16,9 @@
 // - The secrets OpenSSL logs are exactly the NSS key-log lines Wireshark wants, produced the moment
 //   the secret exists: before the ServerHello leaves (server) or right after it arrives (client), well
 //   inside the pipeline's reorder window. Nothing needs deriving.
+// - Measured (Tests/TLSKeysTests/OverheadTests, nginx + wrk, same run, 5 alternating pairs, shared 2-core
+//   VM): keep-alive median throughput ratio 0.975–0.99, nginx CPU per request unchanged within noise;
+//   one TLS 1.3 handshake per request: throughput ratio 0.90–0.92 (five hook hits per handshake).
 // - Uprobes are per inode: one attachment covers every process, present and future, in any container,
 //   that maps the file. They are perf-event based, so they vanish when tlstap exits, even on kill -9.
 import CLibBPF
