@@ -69,6 +69,23 @@ extension TLSKeysTests {
             #expect(tap.undecodable == 0)
         }
 
+        /// Two requests in one curl: the second connection resumes the first session (TLS 1.2 session
+        /// id, TLS 1.3 ticket), and its secrets come out too.
+        @Test(arguments: [(["--tlsv1.2", "--tls-max", "1.2"], 2), (["--tlsv1.3"], 10)])
+        func resumedSessionsAreCovered(options: [String], lines: Int) throws {
+            let tap = try KeyTap()
+            tap.attach(tap.scanner.initialScan())
+            let server = try Fixture.startServer(port: Fixture.serverPortTLS13, cert: cert)
+            defer { Fixture.stop(server) }
+            let keyLog = directory.appending(path: "resume-\(UUID().uuidString.prefix(6)).keys").path
+            let url = "https://127.0.0.1:\(Fixture.serverPortTLS13)/"
+            try Fixture.run(["curl", "-sk", "-o", "/dev/null", "-o", "/dev/null"] + options + [url, url], environment: ["SSLKEYLOGFILE": keyLog])
+            let truth = try Fixture.keyLog(at: keyLog)
+            #expect(truth.count == lines)
+            let seen = tap.waitFor(truth)
+            for line in truth { #expect(seen.contains(line), "missing \(line.label) of a resumed session") }
+        }
+
         @Test func pythonSSLSecretsMatchItsKeyLog() throws {
             let tap = try KeyTap()
             tap.attach(tap.scanner.initialScan())
