@@ -11,11 +11,10 @@ extension TLSKeysTests {
     /// library itself hands to a keylog callback.
     @Suite
     struct BundledLibSSLTests {
-        static let wheel = "psycopg2-binary==2.9.13"
-
-        /// Downloads (once, cached) and unpacks the wheel; returns the directory of its bundled libraries.
-        static func wheelLibraries() throws -> URL {
-            let cache = URL(fileURLWithPath: "/var/tmp/tlstap-tests/psycopg2-binary-2.9.13")
+        /// psycopg2-binary 2.9.13 bundles OpenSSL 3.5.8; 2.9.5 bundles OpenSSL 1.1.1r.
+        static func wheelLibraries(version: String = "2.9.13") throws -> URL {
+            let wheel = "psycopg2-binary==\(version)"
+            let cache = URL(fileURLWithPath: "/var/tmp/tlstap-tests/psycopg2-binary-\(version)")
             let libs = cache.appending(path: "unpacked/psycopg2_binary.libs")
             if FileManager.default.fileExists(atPath: libs.path) { return libs }
             try FileManager.default.createDirectory(at: cache, withIntermediateDirectories: true)
@@ -26,8 +25,8 @@ extension TLSKeysTests {
             return libs
         }
 
-        static func bundledLibSSL() throws -> String {
-            let libs = try wheelLibraries()
+        static func bundledLibSSL(version: String = "2.9.13") throws -> String {
+            let libs = try wheelLibraries(version: version)
             let name = try #require(try FileManager.default.contentsOfDirectory(atPath: libs.path).first { $0.hasPrefix("libssl-") })
             return libs.appending(path: name).path
         }
@@ -36,7 +35,10 @@ extension TLSKeysTests {
         /// "loaded", waits for a line on stdin, then makes a TLS 1.3 and a TLS 1.2 connection, writing what
         /// the library's keylog callback received to argv[3].
         static let client = """
-            import ctypes, socket, sys
+            import ctypes, glob, os, socket, sys
+            # Older wheels' libssl has no $ORIGIN runpath: load its libcrypto first, found by soname.
+            for crypto in glob.glob(os.path.join(os.path.dirname(sys.argv[1]), "libcrypto-*")):
+                ctypes.CDLL(crypto, mode=ctypes.RTLD_GLOBAL)
             lib = ctypes.CDLL(sys.argv[1])
             P = ctypes.c_void_p
             for name, res, args in [("TLS_client_method", P, []), ("SSL_CTX_new", P, [P]), ("SSL_new", P, [P]),
@@ -72,8 +74,12 @@ extension TLSKeysTests {
             open(sys.argv[3], "w").write("\\n".join(lines) + "\\n")
             """
 
-        @Test func wheelLibSSLLoadedAfterStartIsFoundAndItsSecretsMatch() throws {
-            let libssl = try Self.bundledLibSSL()
+        @Test(arguments: [
+            ("2.9.13", "3.5", KeyLogHook.Kind.logSecret(clientRandomOffset: 0x188)),
+            ("2.9.5", "1.1", KeyLogHook.Kind.logSecret(clientRandomOffset: 0xb8, s3PointerOffset: 0xa8)),
+        ])
+        func wheelLibSSLLoadedAfterStartIsFoundAndItsSecretsMatch(wheel: String, series: String, hook: KeyLogHook.Kind) throws {
+            let libssl = try Self.bundledLibSSL(version: wheel)
             let directory = try Fixture.temporaryDirectory()
             let cert = try Fixture.makeCertificate(in: directory)
             let tap = try KeyTap()
@@ -99,8 +105,8 @@ extension TLSKeysTests {
             print("rescan of one process with a new libssl took \(elapsed)")
             let target = try #require(found.first { $0.displayPath == libssl })
             #expect(target.kind == .shared)
-            #expect(target.version?.series == "3.5")
-            #expect(target.hook?.kind == .logSecret(clientRandomOffset: 0x188))
+            #expect(target.version?.series == series)
+            #expect(target.hook?.kind == hook)
             #expect(tap.attach([target]).first?.state == .attached)
 
             input.fileHandleForWriting.write(Data("go\n".utf8))
