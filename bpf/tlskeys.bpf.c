@@ -18,9 +18,13 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Puts struct tlskeys_event into the object's BTF (a ring buffer map carries no value type), so a
+ * test can pin the Swift decoder's layout against what clang actually laid out. */
+const struct tlskeys_event *tlskeys_event_abi __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 22); /* 4 MiB: ~27k records, a burst of thousands of handshakes */
 } events SEC(".maps");
 
 /* Records lost because the ring was full: one slot, read by the loader for `status`. */
@@ -75,8 +79,18 @@ int tlskeys_nss_keylog(struct pt_regs *ctx)
 SEC("uprobe")
 int BPF_KPROBE(tlskeys_log_secret, void *ssl, const char *label, const __u8 *secret, __u64 secret_len)
 {
-	/* The attach cookie is the offset of s3.client_random in this build's SSL object. */
-	__u64 random_offset = bpf_get_attach_cookie(ctx);
-	return emit(TLSKEYS_HOOK_LOG_SECRET, label, (const __u8 *)ssl + random_offset, TLSKEYS_RANDOM_LEN,
-		    secret, secret_len);
+	/* The attach cookie locates s3.client_random in this build's SSL object: the low 32 bits are its
+	 * offset; the high 32 bits are 0 when s3 is embedded in SSL (3.x), else 1 + the offset of the
+	 * SSL's pointer to its s3 struct (1.1.1). */
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 random_offset = cookie & 0xffffffff;
+	__u32 s3_pointer = cookie >> 32;
+	const __u8 *base = ssl;
+	if (s3_pointer) {
+		const __u8 *s3 = 0;
+		if (bpf_probe_read_user(&s3, sizeof(s3), (const __u8 *)ssl + (s3_pointer - 1)) || !s3)
+			return 0;
+		base = s3;
+	}
+	return emit(TLSKEYS_HOOK_LOG_SECRET, label, base + random_offset, TLSKEYS_RANDOM_LEN, secret, secret_len);
 }

@@ -15,7 +15,7 @@ enum tlskeys_hook {
 	 * in a register, no struct layout needed. */
 	TLSKEYS_HOOK_NSS_KEYLOG = 1,
 	/* ssl_log_secret(ssl, label, secret, secret_len) where nss_keylog_int was inlined into it: the
-	 * client random is read from the SSL object at the offset given as the attach cookie. */
+	 * client random is read from the SSL object where the attach cookie says (see tlskeys.bpf.c). */
 	TLSKEYS_HOOK_LOG_SECRET = 2,
 };
 

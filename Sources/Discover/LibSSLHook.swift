@@ -11,8 +11,10 @@ public struct KeyLogHook: Hashable, Sendable {
     public enum Kind: Hashable, Sendable {
         /// Entry of `nss_keylog_int`: all arguments in registers.
         case nssKeylog
-        /// Entry of `ssl_log_secret` with `nss_keylog_int` inlined; client random at this offset in SSL.
-        case logSecret(clientRandomOffset: UInt64)
+        /// Entry of `ssl_log_secret` with `nss_keylog_int` inlined; the client random is at
+        /// `clientRandomOffset` in the SSL object (3.x), or in the struct its pointer at
+        /// `s3PointerOffset` points to (1.1.1's `ssl->s3->client_random`).
+        case logSecret(clientRandomOffset: UInt64, s3PointerOffset: UInt64? = nil)
     }
 
     public var kind: Kind
@@ -51,14 +53,16 @@ enum KeyLogHookFinder {
         guard let version else {
             return .failure(HookRefusal(reason: "nss_keylog_int is inlined and the OpenSSL version is unknown, so the SSL layout is unknown"))
         }
-        guard let randomOffset = OpenSSLLayout.clientRandomOffset(for: version) else {
+        guard let layout = OpenSSLLayout.row(for: version) else {
             return .failure(HookRefusal(reason: "nss_keylog_int is inlined and \(version.text) has no SSL layout row (OpenSSLLayout)"))
         }
-        // The layout row must be what this very code reads: a displacement equal to the offset.
-        guard usesDisplacement(randomOffset, in: image, functionAt: entry) else {
-            return .failure(HookRefusal(reason: "ssl_log_secret of \(version.text) does not read s3.client_random at 0x\(String(randomOffset, radix: 16)) as its layout row says"))
+        // The layout row must be what this very code reads: displacements equal to its offsets.
+        for offset in [layout.clientRandomOffset] + (layout.s3PointerOffset.map { [$0] } ?? [])
+        where !usesDisplacement(offset, in: image, functionAt: entry) {
+            return .failure(HookRefusal(reason: "ssl_log_secret of \(version.text) does not use offset 0x\(String(offset, radix: 16)) to reach s3.client_random as its layout row says"))
         }
-        return .success(KeyLogHook(kind: .logSecret(clientRandomOffset: randomOffset), fileOffset: UInt64(entry),
+        let kind = KeyLogHook.Kind.logSecret(clientRandomOffset: layout.clientRandomOffset, s3PointerOffset: layout.s3PointerOffset)
+        return .success(KeyLogHook(kind: kind, fileOffset: UInt64(entry),
                                    foundBy: logSecret.foundBy + " (nss_keylog_int inlined)"))
         #else
         return .failure(HookRefusal(reason: "stripped OpenSSL without an nss_keylog_int symbol: code analysis is x86-64 only"))

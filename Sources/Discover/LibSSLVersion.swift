@@ -53,16 +53,19 @@ public struct OpenSSLVersion: Hashable, Sendable, CustomStringConvertible {
 public enum OpenSSLLayout {
     public struct Row: Sendable {
         public var series: String
+        /// 1.1.1 keeps s3 behind a pointer in SSL (`ssl->s3->client_random`); 3.x embeds it (nil).
+        public var s3PointerOffset: UInt64?
         public var clientRandomOffset: UInt64
         public var measuredOn: String
     }
 
     public static let rows: [Row] = [
-        Row(series: "3.0", clientRandomOffset: 0x160, measuredOn: "node 20.20.2 (static OpenSSL 3.0.19)"),
-        Row(series: "3.5", clientRandomOffset: 0x188, measuredOn: "psycopg2-binary 2.9.13 wheel (OpenSSL 3.5.8)"),
+        Row(series: "1.1", s3PointerOffset: 0xa8, clientRandomOffset: 0xb8, measuredOn: "psycopg2-binary 2.9.5 wheel (OpenSSL 1.1.1r)"),
+        Row(series: "3.0", s3PointerOffset: nil, clientRandomOffset: 0x160, measuredOn: "node 20.20.2 (static OpenSSL 3.0.19)"),
+        Row(series: "3.5", s3PointerOffset: nil, clientRandomOffset: 0x188, measuredOn: "psycopg2-binary 2.9.13 wheel (OpenSSL 3.5.8)"),
     ]
 
-    public static func clientRandomOffset(for version: OpenSSLVersion) -> UInt64? {
-        rows.first { $0.series == version.series }?.clientRandomOffset
+    public static func row(for version: OpenSSLVersion) -> Row? {
+        rows.first { $0.series == version.series }
     }
 }

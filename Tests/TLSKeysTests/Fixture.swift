@@ -5,6 +5,11 @@ import Foundation
 import Logging
 import TapCore
 
+import Testing
+
+/// Every suite here runs real servers on fixed ports and counts process-wide descriptors: one at a time.
+@Suite(.serialized) struct TLSKeysTests {}
+
 /// Shared scaffolding for the TLS key tests: real programs, real uprobes, a private ring consumer.
 enum Fixture {
     static let logger = Logger(label: "tlstap.tests.tlskeys")
@@ -19,24 +24,41 @@ enum Fixture {
         return url
     }
 
-    /// Runs a command to completion; throws with its output if it fails.
+    /// Runs a command to completion; throws with its output if it fails. Spawned with posix_spawn and
+    /// reaped with waitpid: Foundation's Process can miss the exit of a command whose child daemonizes
+    /// (pg_ctl start). Output goes to a file, not a pipe, which such a daemon could hold open forever.
     @discardableResult
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 20,
+                    includeStandardError: Bool = true) throws -> String {
+        let capture = FileManager.default.temporaryDirectory.appending(path: "tl-run-\(UUID().uuidString).out").path
+        defer { unlink(capture) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, capture, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        if includeStandardError {
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+        var cArguments = arguments.map { strdup($0) } + [nil]
+        var cEnvironment = env.map { strdup($0) } + [nil]
+        defer { (cArguments + cEnvironment).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, arguments[0], &actions, nil, &cArguments, &cEnvironment)
+        guard spawned == 0 else { throw FixtureError("spawn \(arguments[0]): errno \(spawned)") }
         let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        guard process.terminationStatus == 0 else {
-            throw FixtureError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(text)")
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) == 0 {
+            if Date() > deadline { kill(pid, SIGKILL) }
+            usleep(5_000)
+        }
+        let text = (try? String(contentsOfFile: capture, encoding: .utf8)) ?? ""
+        // WIFEXITED && WEXITSTATUS == 0, spelled out: the macros are not imported.
+        guard status & 0x7f == 0, (status >> 8) & 0xff == 0 else {
+            throw FixtureError("\(arguments.joined(separator: " ")) failed (wait status \(status)): \(text)")
         }
         return text
     }
