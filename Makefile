@@ -10,7 +10,7 @@ ARCH ?= $(shell dpkg --print-architecture)
 
 # Debian packages the build, the service and the tests need.
 DEB_BUILD = libbpf-dev libelf-dev zlib1g-dev libsystemd-dev libzstd-dev clang llvm bpftool pkg-config
-DEB_TEST  = tshark zstd tcpdump iproute2 iputils-ping curl nginx-light openssl python3 python3-pytest \
+DEB_TEST  = tshark zstd tcpdump iproute2 iputils-ping curl nginx-light openssl python3 python3-pytest python3-pip \
             procps psmisc util-linux postgresql mariadb-server mariadb-client nodejs \
             systemd-container debootstrap dpkg-dev fakeroot
 DEB_BENCH = wrk iperf3 hyperfine

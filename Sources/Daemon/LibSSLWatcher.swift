@@ -13,14 +13,13 @@ import TapCore
 /// own libc is not hooked). A library the system already has is covered before any program that uses
 /// it starts, because uprobes attach per file, for every process present and future.
 ///
-/// Runs on its own thread, the only one that touches the scanner and the loaders (none is
-/// thread-safe); it sleeps in the dlopen ring's poll. Owns both loaders: `stop()` detaches every
+/// Runs on its own thread, the only one that touches the key attachments and the dlopen loader
+/// (neither is thread-safe); it sleeps in the dlopen ring's poll. Owns both: `stop()` detaches every
 /// uprobe and closes them.
 final class LibSSLWatcher: @unchecked Sendable {
-    private let loader: TLSKeysLoader
+    private let attachments: TLSKeyAttachments
     private let dlopens: DlopenLoader?
     private let dlopenRing = RingBufferConsumer()
-    private let scanner: LibSSLScanner
     private let logger: Logger
     private let queue = PThreadMutexCondition()
     private var due: [(atNs: UInt64, pid: Int32)] = []
@@ -32,10 +31,9 @@ final class LibSSLWatcher: @unchecked Sendable {
     static let rescanDelaysNs: [UInt64] = [0, 100_000_000, 1_000_000_000]
     static let fullRescanIntervalNs: UInt64 = 30_000_000_000
 
-    init(loader: TLSKeysLoader, logger: Logger) {
-        self.loader = loader
+    init(attachments: TLSKeyAttachments, logger: Logger) {
+        self.attachments = attachments
         self.logger = logger
-        scanner = LibSSLScanner(logger: logger)
         dlopens = Self.hookDlopen(ring: dlopenRing, logger: logger)
     }
 
@@ -67,11 +65,11 @@ final class LibSSLWatcher: @unchecked Sendable {
         throw SystemError("find the host libc in /proc/self/maps", errno: ENOENT)
     }
 
-    var eventsMapFD: Int32 { loader.eventsMapFD }
+    var eventsMapFD: Int32 { attachments.eventsMapFD }
 
     /// The start-up scan and attach, on the caller's thread (before READY); then the watcher thread.
     func start() throws {
-        attach(scanner.initialScan())
+        attachments.attachInitial()
         publish()
         if let dlopens {
             try dlopenRing.add(mapFD: dlopens.loadsMapFD, name: "dlopen returns") { [unowned self] record in
@@ -104,7 +102,7 @@ final class LibSSLWatcher: @unchecked Sendable {
         thread = nil
         dlopenRing.close()
         dlopens?.close()
-        loader.close()
+        attachments.close()
     }
 
     private func loop() {
@@ -117,11 +115,11 @@ final class LibSSLWatcher: @unchecked Sendable {
                 return (ready, stopping)
             }
             if stop { return }
-            if !pids.isEmpty {
-                attach(scanner.rescan(pids: Array(Set(pids))))
+            if !pids.isEmpty, !attachments.attachNew(inProcesses: Array(Set(pids))).isEmpty {
+                publish()
             }
             if MonotonicToWall.monotonicNowNs() >= nextFullRescan {
-                attach(scanner.initialScan())
+                if !attachments.attachInitial().isEmpty { publish() }
                 nextFullRescan = MonotonicToWall.monotonicNowNs() + Self.fullRescanIntervalNs
             }
             // Sleep in the dlopen ring's poll; short, since a queued rescan is at most 100 ms away.
@@ -133,17 +131,8 @@ final class LibSSLWatcher: @unchecked Sendable {
         }
     }
 
-    private func attach(_ found: [LibSSLTarget]) {
-        guard !found.isEmpty else { return }
-        for target in found {
-            let result = target.hook == nil ? target : loader.attach(target)
-            scanner.update(result)
-        }
-        publish()
-    }
-
     private func publish() {
-        let all = scanner.allTargets
+        let all = attachments.targets
         snapshotLock.locked { snapshot = all }
     }
 }

@@ -52,9 +52,9 @@ public final class DaemonRuntime: @unchecked Sendable {
         attacher = Attacher(table: table, registry: registry, config: config, logger: logger)
         // Without TLS keys tlstap still records every packet; say so loudly and go on.
         do {
-            let loader = try TLSKeysLoader(logger: logger)
-            libssl = LibSSLWatcher(loader: loader, logger: logger)
-            keys = TLSKeySource(eventsMapFD: loader.eventsMapFD, maxSessionIdleNs: config.maxSessionIdle.nanoseconds,
+            let attachments = try TLSKeyAttachments(logger: logger)
+            libssl = LibSSLWatcher(attachments: attachments, logger: logger)
+            keys = TLSKeySource(eventsMapFD: attachments.eventsMapFD, maxSessionIdleNs: config.maxSessionIdle.nanoseconds,
                                 logger: logger)
         } catch {
             logger.error("TLS secrets unavailable, capturing packets only: \(error)")
