@@ -4,6 +4,10 @@
 // journald, the pipeline) and the tlstap CLI on top. C libraries come in through pkg-config shims.
 import PackageDescription
 
+/// Release builds optimise across our modules: the per-packet path crosses Reorder, Segments and
+/// PcapNG, and without this the generic reorder heap ran unspecialised through witness tables.
+let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "tlstap",
     platforms: [.macOS(.v15)],
@@ -16,7 +20,6 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
-        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
@@ -28,8 +31,7 @@ let package = Package(
         // Shared vocabulary: packets, secrets, interfaces, clocks, units, the syscall gateway.
         .target(name: "TapCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
-            .product(name: "SystemPackage", package: "swift-system"),
-        ]),
+        ], swiftSettings: crossModule),
 
         // 1. discover: network namespaces, interfaces (rtnetlink), cgroups, libssl targets.
         .target(name: "Discover", dependencies: ["TapCore", "CLibBPF",
@@ -39,14 +41,14 @@ let package = Package(
             .product(name: "Logging", package: "swift-log")],
             plugins: ["EmbedBPF"]),
         // 3. ring buffer: the libbpf consumer on its own thread.
-        .target(name: "RingBuffer", dependencies: ["TapCore", "CLibBPF", "Attach"]),
+        .target(name: "RingBuffer", dependencies: ["TapCore", "CLibBPF", "Attach"], swiftSettings: crossModule),
         // 4. reorder: packets held back by kernel time so keys can be written first.
         .target(name: "Reorder", dependencies: ["TapCore",
-            .product(name: "HeapModule", package: "swift-collections")]),
+            .product(name: "HeapModule", package: "swift-collections")], swiftSettings: crossModule),
         // 5. segment writer: PcapNG blocks, DSBs, zstd frames, rotation, crash repair.
-        .target(name: "PcapNG", dependencies: ["TapCore"]),
+        .target(name: "PcapNG", dependencies: ["TapCore"], swiftSettings: crossModule),
         .target(name: "Segments", dependencies: ["TapCore", "PcapNG", "CZstd",
-            .product(name: "Logging", package: "swift-log")]),
+            .product(name: "Logging", package: "swift-log")], swiftSettings: crossModule),
         // Secrets: TLS session table, HKDF derivation of what the library no longer holds, dedupe.
         .target(name: "Secrets", dependencies: ["TapCore",
             .product(name: "Crypto", package: "swift-crypto")]),

@@ -10,7 +10,7 @@ public struct TapConfig: Equatable, Sendable {
     public var segmentDirectory: String = "/var/lib/tlstap/segments"
     /// Segment length; segments start at wall-clock multiples of it (5m → :00, :05, …).
     public var rotateEvery: Duration = .seconds(300)
-    /// How often the open segment is closed off as complete zstd frames (what survives a crash).
+    /// How often the open segment is flushed so that all of it decodes (what survives a crash).
     public var flushEvery: Duration = .seconds(1)
     /// How long packets are held back so TLS keys learned at handshake end can be written first.
     public var reorderWindow: Duration = .milliseconds(500)
@@ -32,7 +32,7 @@ public struct TapConfig: Equatable, Sendable {
     /// (each packet once, on the first interface it crossed), "keep" records every copy on its interface.
     public var keepDuplicates: Bool = false
     /// zstd compression level of segments (1 fast … 19 small).
-    public var zstdLevel: Int32 = 3
+    public var zstdLevel: Int32 = 1
     /// Least severe log level written (trace, debug, info, notice, warning, error, critical).
     public var logLevel: Logger.Level = .info
 

@@ -7,9 +7,9 @@ import TapCore
 /// that switch to TLS in-band keep per-conversation state that copies corrupt (MySQL's does: a copied
 /// Server Greeting is parsed as a Response and its TLS is never found). See ARCHITECTURE.md.
 ///
-/// A copy is a packet whose bytes from the network header on — with the IPv4 TTL and checksum and the
-/// IPv6 hop limit masked, which routing changes — equal a packet released from *another* interface
-/// within `windowNs`. A repeat on the same interface (a real retransmission) is never a copy.
+/// A copy is a packet of the same length whose first 128 bytes from the network header on — with the
+/// IPv4 TTL and checksum and the IPv6 hop limit masked, which routing changes — equal those of a packet
+/// released from *another* interface within `windowNs`. A repeat on the same interface (a real retransmission) is never a copy.
 /// Works on packets in time order (after the reorder buffer). Not thread-safe: the pipeline owns it.
 public struct CopyFilter {
     private struct Seen {
@@ -52,11 +52,17 @@ public struct CopyFilter {
         }
     }
 
+    /// Bytes hashed from the network header on: the IP and TCP/UDP headers (addresses, ports, IP ID,
+    /// sequence and acknowledgement numbers) and the start of the payload already tell two packets
+    /// apart within the window; hashing whole 64 KB GSO packets cost a third of the daemon's CPU.
+    static let fingerprintBytes = 128
+
     static func fingerprint(_ packet: CapturedPacket, networkOffset: Int) -> Int {
         var hasher = Hasher()
         hasher.combine(packet.originalLength)
         packet.data.withUnsafeBytes { bytes in
-            let ip = UnsafeRawBufferPointer(rebasing: bytes[networkOffset...])
+            let end = min(bytes.count, networkOffset + fingerprintBytes)
+            let ip = UnsafeRawBufferPointer(rebasing: bytes[networkOffset..<end])
             func add(_ range: Range<Int>) {
                 let clamped = range.clamped(to: 0..<ip.count)
                 if !clamped.isEmpty { hasher.combine(bytes: UnsafeRawBufferPointer(rebasing: ip[clamped])) }
