@@ -157,7 +157,12 @@ final class Collector {
         for index in 0..<50 { try cycle(index) }
         #expect(table.count == 0)
         let after = openFDs()
-        #expect(after == baseline, "\(baseline.count) fds before, \(after.count) after 50 cycles; after: \(after)")
+        // A leak is an fd that was not there before. The concurrency runtime's own eventfds, epoll and
+        // timerfds come and go with its worker threads, so fewer of those afterwards is not a finding.
+        var leftover = after
+        for fd in baseline { if let index = leftover.firstIndex(of: fd) { leftover.remove(at: index) } }
+        #expect(leftover.isEmpty, "\(baseline.count) fds before, \(after.count) after 50 cycles; new: \(leftover)")
+        #expect(program.instanceCount == 0, "per-namespace program instances left loaded")
     }
 
     /// Runs capture-probe (the production attach code in another process) and kills it with -9.

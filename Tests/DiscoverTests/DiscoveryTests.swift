@@ -180,7 +180,8 @@ extension DiscoverTests {
             discovery.stop()
             discovery.stop()  // a second stop does nothing
         }
-        #expect(openDescriptors().count == fdsBefore)
+        // No more than before: the concurrency runtime may have closed one of its own meanwhile.
+        #expect(openDescriptors().count <= fdsBefore)
         #expect(threads() <= threadsBefore)
     }
 
@@ -265,7 +266,8 @@ extension DiscoverTests {
         // nsfs fds we hold are exactly the namespaces we report, and none of ours is reported.
         let after = try stableView(discovery)
         let watchedChange = after.namespaces.count - baseline.namespaces.count
-        #expect(after.fds.count == baseline.fds.count + 2 * watchedChange, "fds before: \(baseline.fds) after: \(after.fds)")
+        // At most (the runtime's own eventfds/timerfds come and go with its worker threads); a leak adds.
+        #expect(after.fds.count <= baseline.fds.count + 2 * watchedChange, "fds before: \(baseline.fds) after: \(after.fds)")
         #expect(after.held == Set(after.namespaces.map(\.inode)))
         #expect(!after.namespaces.contains { $0.origin.hasPrefix("ip netns dc-leak") })
         #expect(Set(deleted).count > 1)
