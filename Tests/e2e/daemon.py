@@ -7,49 +7,52 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 
 class NotifySocket:
-    """An AF_UNIX datagram socket standing in for systemd's notify socket."""
+    """An AF_UNIX datagram socket standing in for systemd's notify socket. Like systemd it reads all
+    the time (a thread): sd_notify blocks once the socket's queue is full, and the daemon sends
+    STATUS= and WATCHDOG=1 from its pipeline thread."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="tlstap-notify-")
         self.path = os.path.join(self.dir, "notify.sock")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.path)
+        self.sock.settimeout(0.1)
         self.messages = []  # (monotonic time, {key: value})
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
-    def receive(self, timeout: float):
-        """Collects datagrams for up to `timeout` seconds; returns the new ones."""
-        new = []
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return new
-            self.sock.settimeout(left)
+    def _read(self):
+        while self.running:
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
-                return new
+            except (socket.timeout, OSError):
+                continue
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
-            entry = (time.monotonic(), fields)
-            self.messages.append(entry)
-            new.append(entry)
+            with self.lock:
+                self.messages.append((time.monotonic(), fields))
 
     def wait_for(self, key: str, value: str = None, timeout: float = 30.0):
         deadline = time.monotonic() + timeout
-        for _, fields in self.messages:
-            if key in fields and (value is None or fields[key] == value):
-                return fields
-        while time.monotonic() < deadline:
-            for _, fields in self.receive(min(0.2, deadline - time.monotonic())):
+        while True:
+            with self.lock:
+                seen = [fields for _, fields in self.messages]
+            for fields in seen:
                 if key in fields and (value is None or fields[key] == value):
                     return fields
-        raise AssertionError(f"no {key}={value or '*'} within {timeout}s; got {[m for _, m in self.messages]}")
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {key}={value or '*'} within {timeout}s; got {seen}")
+            time.sleep(0.02)
 
     def close(self):
+        self.running = False
+        self.thread.join()
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
