@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Turns the JSON results of one bench run (a directory) into a dated Markdown section for RESULTS.md:
+machine, binary, commands, raw per-run numbers, medians and ratios against the targets.
+
+usage: report.py RESULT_DIR BINARY_PATH"""
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+
+def load(directory, name):
+    path = os.path.join(directory, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt(value, digits=2):
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def pct(value):
+    return "—" if value is None else f"{100 * value:.1f} %"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine(directory):
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    loads = open(os.path.join(directory, "loadavg")).read().strip().replace("\n", "; ") if os.path.exists(
+        os.path.join(directory, "loadavg")) else "?"
+    return (f"- machine: {os.cpu_count()} CPUs ({cpu}), {mem_kb / 2**20:.1f} GiB RAM, kernel {platform.release()}\n"
+            f"- load average (1/5/15 min) before each benchmark: {loads}\n"
+            f"  (the machine is shared with other engineers' builds and tests: compare ratios within a run)")
+
+
+def binary(path):
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()[:16]
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+    return f"- tlstap: `{path}` version {version}, {os.path.getsize(path) / 2**20:.0f} MiB, sha256 {digest}…"
+
+
+def https_section(d):
+    s = d["summary"]
+    rows = [[r["round"], r["mode"], round(r["rps"]), r["p99_ms"], r.get("watcher", {}).get("cpu_share"),
+             r.get("watcher", {}).get("rss_mb"),
+             r.get("tlstap", {}).get("drops", r.get("tcpdump", {}).get("dropped")) if r["mode"] != "bare" else None]
+            for r in d["runs"]]
+    out = [f"### 1. Cost to an HTTPS service ({d['rounds']} rounds × {d['seconds']} s, interleaved)",
+           "", "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
+           f"- TLS key capture active: {d['libraries']}", "",
+           table(["round", "mode", "req/s", "p99 ms", "watcher CPU (cores)", "watcher RSS MB", "drops"], rows), "",
+           table(["mode", "median req/s", "median p99 ms", "req/s vs bare", "p99 vs bare"],
+                 [[m, round(s[m]["rps_median"]), s[m]["p99_ms_median"], s[m].get("rps_vs_bare"),
+                   s[m].get("p99_vs_bare")] for m in ("bare", "tcpdump", "tlstap")]), "",
+           f"- tlstap/bare per round: {s['tlstap']['rps_vs_bare_per_round']}; tlstap/tcpdump (medians): "
+           f"{fmt(s['tlstap_vs_tcpdump_rps'], 3)}",
+           f"- **target** (tlstap ≥ 97 % of bare and faster than tcpdump|zstd): "
+           f"{'met' if s['target_met'] else 'NOT met'} — tlstap at {pct(s['tlstap']['rps_vs_bare'])} of bare"]
+    return "\n".join(out)
+
+
+def storm_section(d):
+    s = d["summary"]
+    rows = [[r["round"], r["mode"], round(r["rps"]), r["p99_ms"], r["served"], r.get("decrypted_segments"),
+             r.get("decrypted_export"), r.get("tls_client_hellos"), r.get("tlstap", {}).get("keys"),
+             r.get("tlstap", {}).get("late_keys"), r.get("watcher", {}).get("cpu_share")] for r in d["runs"]]
+    out = [f"### 2. Handshake storm ({d['rounds']} rounds × {d['seconds']} s)", "",
+           "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
+           f"- TLS key capture active: {d['libraries']}", "",
+           table(["round", "mode", "new conn/s", "p99 ms", "served", "decrypted (segments)", "decrypted (export)",
+                  "ClientHellos", "keys", "late keys", "tlstap CPU"], rows), "",
+           f"- median new connections/s: bare {fmt(s['bare_conn_per_s_median'], 0)}, with tlstap "
+           f"{fmt(s['tlstap_conn_per_s_median'], 0)} → **{pct(s['conn_rate_vs_bare'])}** of bare",
+           f"- decrypted by tshark: {s['decrypted_total']} of {s['served_total']} requests served → "
+           f"**{pct(s['decrypted_share'])}** (target 100 %: {'met' if s['target_met'] else 'NOT met'})"]
+    return "\n".join(out)
+
+
+def ceiling_section(d):
+    s = d["summary"]
+    rows = [[r["rate"], r["mode"], r["gbit_s"], r["link_bytes"] / 1e9, r.get("drops"),
+             r.get("watcher", {}).get("cpu_s"), r.get("cpu_s_per_gb"), r.get("watcher", {}).get("rss_mb"),
+             r.get("tlstap", {}).get("isb", {}).get("ifdrop"), r.get("retransmits")] for r in d["runs"]]
+    modes = ["none", "tlstap", "tlstap-128", "tcpdump", "tcpdump-128"]
+    out = [f"### 3. Capture ceiling (iperf3 TCP over veth, {d['seconds']} s per step, rates {', '.join(d['rates'])})",
+           "", "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
+           f"- segments written to {d['segment_root']}", "",
+           table(["offered", "mode", "achieved Gbit/s", "GB on link", "drops", "CPU s", "CPU s/GB", "RSS MB",
+                  "ISB ifdrop", "TCP retransmits"], rows), "",
+           table(["mode", "highest achieved Gbit/s", "highest zero-drop Gbit/s", "median CPU s per GB", "max RSS MB"],
+                 [[m, s[m]["max_gbit_s"], s[m]["max_zero_drop_gbit_s"], s[m].get("cpu_s_per_gb_median"),
+                   s[m].get("rss_mb_max")] for m in modes]), "",
+           f"- tlstap vs tcpdump|zstd at full snaplen: zero-drop rate ×{fmt(s['tlstap_vs_tcpdump']['zero_drop_rate_ratio'])},"
+           f" CPU per GB ×{fmt(s['tlstap_vs_tcpdump']['cpu_per_gb_ratio'])}",
+           f"- at snaplen 128: zero-drop rate ×{fmt(s['tlstap_vs_tcpdump-128']['zero_drop_rate_ratio'])},"
+           f" CPU per GB ×{fmt(s['tlstap_vs_tcpdump-128']['cpu_per_gb_ratio'])}",
+           "- \"CPU s/GB\" divides the watcher's utime+stime (tlstap; or tcpdump + zstd) by the bytes that crossed "
+           "the watched interface (rx+tx), so both tools are charged for the same traffic."]
+    return "\n".join(out)
+
+
+def footprint_section(d):
+    i = d["idle"]
+    rows = [[name, c["snaplen"], c["packets"], c["captured_bytes"], c["segment_bytes"], c["export_pcapng_bytes"],
+             c["export_gzip6_bytes"], c["export_zstd3_bytes"], c["segment_per_captured_byte"],
+             c["gzip_per_captured_byte"], c["segment_vs_gzip"], c["watcher"]["cpu_share"], c["watcher"]["rss_mb"]]
+            for name, c in d["compression"].items()]
+    out = [f"### 4. Footprint (zstd level {d['zstd_level']})", "",
+           "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()), "",
+           f"- idle ({d['idle_seconds']} s, {i['namespaces_seen']} namespaces on the host): CPU "
+           f"{fmt(i['cpu_s'], 3)} s ({pct(i['cpu_share'])} of a core), RSS {i['rss_mb']} MB, {i['fds']} fds, "
+           f"READY after {i['ready_s']} s",
+           "- under load: see the watcher CPU/RSS columns of benchmarks 1–3 and below", "",
+           table(["capture", "snaplen", "packets", "captured B", "segment B", "export pcapng B", "gzip -6 B",
+                  "zstd -3 B", "segment/captured", "gzip/captured", "segment/gzip", "tlstap CPU", "RSS MB"], rows),
+           "",
+           "- iperf3 sends the same 128 KiB random buffer over and over: zstd's window spans it, gzip's 32 KiB "
+           "window does not, so the iperf rows flatter zstd. The https row (TLS records) is the realistic one."]
+    return "\n".join(out)
+
+
+def discovery_section(d):
+    s = d["summary"]
+    out = [f"### 5. Scale of discovery ({d['namespaces']} namespaces, one veth pair each, both ends up)", "",
+           "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()), "",
+           f"- burst: {d['create_burst_s']} s to create; **all {2 * d['namespaces']} interfaces attached after "
+           f"{fmt(s['all_attached_s'])} s** (status.json, ±1 s); tc filter present in sample: "
+           f"{d['tc_filter_present_in_sample']}",
+           f"- per namespace: **{fmt(s['rss_kb_per_namespace'], 1)} KB RSS**, **{fmt(s['fds_per_namespace'], 1)} fds** "
+           f"(RSS {d['memory_before']['rss_kb']} → {d['memory_after']['rss_kb']} KB, anon "
+           f"{d['memory_before']['anon_kb']} → {d['memory_after']['anon_kb']} KB, fds {d['memory_before']['fds']} → "
+           f"{d['memory_after']['fds']})",
+           f"- delete burst {d['delete_burst_s']} s; status empty after {fmt(s['all_detached_s'])} s; afterwards RSS "
+           f"{s['rss_mb_after_delete_vs_before']:+} MB and fds {s['fds_after_delete_vs_before']:+} vs before",
+           f"- attach trace (s since burst start, interfaces attached): {d['attach_trace']}"]
+    return "\n".join(out)
+
+
+def main():
+    directory, binary_path = sys.argv[1], sys.argv[2]
+    parts = [f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", machine(directory),
+             binary(binary_path), f"- command: `sudo make bench` → `bench/run-all.sh {binary_path}`", ""]
+    failures = open(os.path.join(directory, "failures")).read().strip() if os.path.exists(
+        os.path.join(directory, "failures")) else ""
+    if failures:
+        parts += [f"**Benchmarks that failed in this run:** {failures} (logs in the run directory)", ""]
+    for name, section in (("https_cost", https_section), ("handshake_storm", storm_section),
+                          ("capture_ceiling", ceiling_section), ("footprint", footprint_section),
+                          ("discovery_scale", discovery_section)):
+        data = load(directory, name)
+        if data is None:
+            parts += [f"### {name}: no result (failed or skipped)", ""]
+            continue
+        try:
+            parts += [section(data), ""]
+        except Exception as error:  # a report bug must not lose the raw numbers
+            parts += [f"### {name}: could not format ({error}); raw JSON:", "", "```json",
+                      json.dumps(data.get("summary", data), indent=1), "```", ""]
+    print("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
