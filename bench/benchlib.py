@@ -153,6 +153,21 @@ def rss_bytes(pid):
         return int(f.read().split()[1]) * PAGE
 
 
+def context_switches(pid):
+    """Voluntary + involuntary context switches summed over every thread of pid (each wakeup of a
+    sleeping consumer thread is one voluntary switch)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -167,6 +182,7 @@ class Sampler:
         self.t0 = time.monotonic()
         self.cpu0 = sum(cpu_seconds(p) for p in self.pids)
         self.peak_rss = sum(rss_bytes(p) for p in self.pids)
+        self.switches0 = sum(context_switches(p) for p in self.pids)
         return self
 
     def poll(self):
@@ -174,12 +190,14 @@ class Sampler:
 
     def stop(self, final_cpu=None):
         """final_cpu: total CPU seconds of the pids if they have already exited (from wait4)."""
+        switches = None
         if final_cpu is None:
             self.poll()
+            switches = sum(context_switches(p) for p in self.pids) - self.switches0
         wall = time.monotonic() - self.t0
         cpu = (final_cpu if final_cpu is not None else sum(cpu_seconds(p) for p in self.pids)) - self.cpu0
         return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "cpu_share": round(cpu / wall, 3),
-                "rss_mb": round(self.peak_rss / 2**20, 1)}
+                "rss_mb": round(self.peak_rss / 2**20, 1), "context_switches": switches}
 
 
 # ----------------------------------------------------------------------------------------------- tlstap
@@ -394,6 +412,41 @@ http {{
         if time.monotonic() > deadline or proc.popen.poll() is not None:
             raise RuntimeError(f"nginx did not come up: {open(directory + '/logs/error.log').read()}")
         time.sleep(0.1)
+
+
+class BpfStats:
+    """kernel.bpf_stats_enabled=1 for as long as this is open (restored at cleanup): the kernel then
+    counts run_cnt/run_time_ns per BPF program. A diagnostic only — it slows every BPF program a little."""
+
+    def __init__(self):
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            self.previous = f.read().strip()
+        self._write("1")
+        cleanup.push("restore kernel.bpf_stats_enabled", self.close)
+
+    def _write(self, value):
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write(value)
+
+    def close(self):
+        self._write(self.previous)
+
+    @staticmethod
+    def tc_program_ids(ns, ifname):
+        ids = []
+        for direction in ("ingress", "egress"):
+            out = sh("tc", "-n", ns, "filter", "show", "dev", ifname, direction, check=False)
+            ids += [int(m) for m in re.findall(r" id (\d+)", out)]
+        return ids
+
+    @staticmethod
+    def read(ids):
+        runs = ns = 0
+        for prog_id in ids:
+            info = json.loads(sh("bpftool", "prog", "show", "id", str(prog_id), "--json"))
+            runs += info.get("run_cnt", 0)
+            ns += info.get("run_time_ns", 0)
+        return runs, ns
 
 
 # ------------------------------------------------------------------------------------- pcapng / tshark

@@ -12,11 +12,11 @@ this load, and keeps nothing on disk.
 usage: https_cost.py /abs/path/tlstap [result.json]"""
 import os
 
-from benchlib import (Sampler, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
+from benchlib import (BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
                       median, ratio, start_nginx, status_counters, two_namespace_lab, workdir, wrk, isb_drops,
                       segments, segment_bytes)
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 
@@ -66,6 +66,8 @@ def main():
                 + (f" watcher {run['watcher']}" if "watcher" in run else ""))
             runs.append(run)
 
+    diagnostics = diagnose(binary, lab, url, scratch) if os.environ.get("BENCH_DIAGNOSE", "1") == "1" else None
+
     summary = {}
     for mode in ("bare", "tcpdump", "tlstap"):
         mine = [x for x in runs if x["mode"] == mode]
@@ -93,7 +95,55 @@ def main():
               "load": f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency {url}",
               "tcpdump": f"tcpdump -n -i {lab['server_if']} -s 262144 -w - | zstd -3 -q -c > file",
               "tlstap": f"tlstap run --segment-dir DIR --interfaces {lab['server_if']}"},
-          "runs": runs, "summary": summary}, out)
+          "runs": runs, "summary": summary, "diagnostics": diagnostics}, out)
+
+
+def diagnose(binary, lab, url, scratch):
+    """One extra run of each watcher (not in the medians) that says where the cost goes: watcher CPU
+    and context switches per captured packet, and — for tlstap — the kernel's own run time of the tc
+    programs (kernel.bpf_stats_enabled, switched on only for this run)."""
+    result = {}
+    watcher = TcpdumpZstd(lab["server_ns"], lab["server_if"], os.path.join(scratch, "diag.pcap.zst"))
+    sampler = Sampler(watcher.pids).start()
+    load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
+    switches = sum(context_switches(p) for p in watcher.pids) - sampler.switches0
+    sampler.poll()
+    counters = watcher.stop()
+    used = sampler.stop(final_cpu=counters["cpu_total_s"])
+    os.unlink(watcher.out_path)
+    packets = counters["captured"] or 1
+    result["tcpdump"] = {"rps": load["rps"], "packets": counters["captured"], "cpu_s": used["cpu_s"],
+                         "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
+                         "context_switches": switches,
+                         "context_switches_per_1000_packets": round(switches * 1000 / packets, 1)}
+    stats = BpfStats()
+    try:
+        segdir = os.path.join(scratch, "seg-diag")
+        tap = Tlstap(binary, segdir, "--interfaces", lab["server_if"])
+        tap.wait_ready()
+        ids = BpfStats.tc_program_ids(lab["server_ns"], lab["server_if"])
+        runs0, ns0 = BpfStats.read(ids)
+        before = status_counters(tap.fresh_status())
+        sampler = Sampler([tap.pid]).start()
+        load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
+        used = sampler.stop()
+        runs1, ns1 = BpfStats.read(ids)
+        after = status_counters(tap.fresh_status())
+        tap.stop()
+    finally:
+        stats.close()
+    packets = max(1, after["packets"] - before["packets"])
+    result["tlstap"] = {"rps": load["rps"], "packets": packets, "cpu_s": used["cpu_s"],
+                        "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
+                        "context_switches": used["context_switches"],
+                        "context_switches_per_1000_packets": round(used["context_switches"] * 1000 / packets, 1),
+                        "bpf_program_ids": ids, "bpf_runs": runs1 - runs0,
+                        "bpf_ns_per_run": round((ns1 - ns0) / max(1, runs1 - runs0), 1),
+                        "bpf_cpu_s": round((ns1 - ns0) / 1e9, 3)}
+    for path in segments(segdir):
+        os.unlink(path)
+    log(f"diagnostics: {result}")
+    return result
 
 
 if __name__ == "__main__":

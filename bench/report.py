@@ -72,6 +72,18 @@ def https_section(d):
            f"{fmt(s['tlstap_vs_tcpdump_rps'], 3)}",
            f"- **target** (tlstap ≥ 97 % of bare and faster than tcpdump|zstd): "
            f"{'met' if s['target_met'] else 'NOT met'} — tlstap at {pct(s['tlstap']['rps_vs_bare'])} of bare"]
+    diag = d.get("diagnostics")
+    if diag:
+        t, c = diag["tlstap"], diag["tcpdump"]
+        out += ["", "Where the cost goes (one extra run of each watcher, not in the medians; BPF run time from "
+                "`kernel.bpf_stats_enabled=1`, on only during tlstap's diagnostic run):", "",
+                table(["watcher", "req/s", "packets", "watcher CPU s", "CPU µs/packet", "context switches",
+                       "switches per 1000 packets", "tc program ns/run", "tc program CPU s"],
+                      [["tcpdump|zstd", round(c["rps"]), c["packets"], c["cpu_s"], c["cpu_us_per_packet"],
+                        c["context_switches"], c["context_switches_per_1000_packets"], None, None],
+                       ["tlstap", round(t["rps"]), t["packets"], t["cpu_s"], t["cpu_us_per_packet"],
+                        t["context_switches"], t["context_switches_per_1000_packets"], t["bpf_ns_per_run"],
+                        t["bpf_cpu_s"]]])]
     return "\n".join(out)
 
 
