@@ -414,6 +414,17 @@ http {{
         time.sleep(0.1)
 
 
+def foreign_uprobes(own_pid=None):
+    """uprobes that processes other than our tlstap hold right now (other engineers' tlstap tests on a
+    shared machine): they slow every libssl user, our 'bare' runs included. Count of attachments."""
+    try:
+        entries = json.loads(sh("bpftool", "perf", "list", "--json", check=False) or "[]")
+    except (ValueError, RuntimeError):
+        return None
+    return sum(1 for e in entries if e.get("fd_type", "").startswith("uprobe") or e.get("fd_type") == "uretprobe"
+               if e.get("pid") != own_pid)
+
+
 class BpfStats:
     """kernel.bpf_stats_enabled=1 for as long as this is open (restored at cleanup): the kernel then
     counts run_cnt/run_time_ns per BPF program. A diagnostic only — it slows every BPF program a little."""

@@ -13,7 +13,7 @@ Target: decrypted == served (100 %).
 usage: handshake_storm.py /abs/path/tlstap [result.json]"""
 import os
 
-from benchlib import (Sampler, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log, median, ratio,
+from benchlib import (foreign_uprobes, Sampler, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log, median, ratio,
                       sh, start_nginx, status_counters, tshark_count, two_namespace_lab, workdir, wrk, segments,
                       segment_bytes)
 
@@ -48,6 +48,7 @@ def main():
                 watcher = Tlstap(binary, segdir, "--interfaces", lab["server_if"])
                 run["ready_s"] = round(watcher.wait_ready(), 3)
                 sampler = Sampler([watcher.pid]).start()
+            run["foreign_uprobes"] = foreign_uprobes(watcher.pid if watcher else None)
             served_before = count_lines(access_log)
             run.update(wrk(lab["client_ns"], url, **load))
             run["served"] = count_lines(access_log) - served_before

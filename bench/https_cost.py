@@ -12,7 +12,7 @@ this load, and keeps nothing on disk.
 usage: https_cost.py /abs/path/tlstap [result.json]"""
 import os
 
-from benchlib import (BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
+from benchlib import (foreign_uprobes, BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
                       median, ratio, start_nginx, status_counters, two_namespace_lab, workdir, wrk, isb_drops,
                       segments, segment_bytes)
 
@@ -45,6 +45,7 @@ def main():
                 run["ready_s"] = round(watcher.wait_ready(), 3)
                 pids = [watcher.pid]
             sampler = Sampler(pids).start() if watcher else None
+            run["foreign_uprobes"] = foreign_uprobes(watcher.pid if mode == "tlstap" else None)
             run.update(wrk(lab["client_ns"], url, SECONDS, CONNECTIONS))
             if mode == "tlstap":
                 run["watcher"] = sampler.stop()

@@ -25,7 +25,7 @@ def fmt(value, digits=2):
         return "—"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
-    return str(value)
+    return str(value).replace("|", "\\|")
 
 
 def pct(value):
@@ -59,12 +59,16 @@ def https_section(d):
     s = d["summary"]
     rows = [[r["round"], r["mode"], round(r["rps"]), r["p99_ms"], r.get("watcher", {}).get("cpu_share"),
              r.get("watcher", {}).get("rss_mb"),
-             r.get("tlstap", {}).get("drops", r.get("tcpdump", {}).get("dropped")) if r["mode"] != "bare" else None]
+             r.get("tlstap", {}).get("drops", r.get("tcpdump", {}).get("dropped")) if r["mode"] != "bare" else None,
+             r.get("foreign_uprobes")]
             for r in d["runs"]]
     out = [f"### 1. Cost to an HTTPS service ({d['rounds']} rounds × {d['seconds']} s, interleaved)",
            "", "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
            f"- TLS key capture active: {d['libraries']}", "",
-           table(["round", "mode", "req/s", "p99 ms", "watcher CPU (cores)", "watcher RSS MB", "drops"], rows), "",
+           table(["round", "mode", "req/s", "p99 ms", "watcher CPU (cores)", "watcher RSS MB", "drops",
+                  "others' uprobes"], rows), "",
+           "(\"others' uprobes\": uprobes held by other processes — other tlstap instances on this shared "
+           "machine — during the run; they slow every libssl user, bare runs included.)", "",
            table(["mode", "median req/s", "median p99 ms", "req/s vs bare", "p99 vs bare"],
                  [[m, round(s[m]["rps_median"]), s[m]["p99_ms_median"], s[m].get("rps_vs_bare"),
                    s[m].get("p99_vs_bare")] for m in ("bare", "tcpdump", "tlstap")]), "",
@@ -91,12 +95,13 @@ def storm_section(d):
     s = d["summary"]
     rows = [[r["round"], r["mode"], round(r["rps"]), r["p99_ms"], r["served"], r.get("decrypted_segments"),
              r.get("decrypted_export"), r.get("tls_client_hellos"), r.get("tlstap", {}).get("keys"),
-             r.get("tlstap", {}).get("late_keys"), r.get("watcher", {}).get("cpu_share")] for r in d["runs"]]
+             r.get("tlstap", {}).get("late_keys"), r.get("watcher", {}).get("cpu_share"), r.get("foreign_uprobes")]
+            for r in d["runs"]]
     out = [f"### 2. Handshake storm ({d['rounds']} rounds × {d['seconds']} s)", "",
            "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
            f"- TLS key capture active: {d['libraries']}", "",
            table(["round", "mode", "new conn/s", "p99 ms", "served", "decrypted (segments)", "decrypted (export)",
-                  "ClientHellos", "keys", "late keys", "tlstap CPU"], rows), "",
+                  "ClientHellos", "keys", "late keys", "tlstap CPU", "others' uprobes"], rows), "",
            f"- median new connections/s: bare {fmt(s['bare_conn_per_s_median'], 0)}, with tlstap "
            f"{fmt(s['tlstap_conn_per_s_median'], 0)} → **{pct(s['conn_rate_vs_bare'])}** of bare",
            f"- decrypted by tshark: {s['decrypted_total']} of {s['served_total']} requests served → "
@@ -104,16 +109,28 @@ def storm_section(d):
     return "\n".join(out)
 
 
+def packets_seen(r):
+    if "tlstap" in r:
+        return r["tlstap"]["packets"]
+    return r.get("tcpdump", {}).get("received")
+
+
+def drop_share(r):
+    seen = packets_seen(r)
+    return None if r.get("drops") is None or not seen else f"{100 * r['drops'] / (seen + r['drops']):.2f} %"
+
+
 def ceiling_section(d):
-    s = d["summary"]
-    rows = [[r["rate"], r["mode"], r["gbit_s"], r["link_bytes"] / 1e9, r.get("drops"),
+    from capture_ceiling import ceiling_summary
+    s = d["summary"] = ceiling_summary(d["runs"])  # recomputed: older runs summed the two drop counts
+    rows = [[r["rate"], r["mode"], r["gbit_s"], r["link_bytes"] / 1e9, packets_seen(r), r.get("drops"), drop_share(r),
              r.get("watcher", {}).get("cpu_s"), r.get("cpu_s_per_gb"), r.get("watcher", {}).get("rss_mb"),
              r.get("tlstap", {}).get("isb", {}).get("ifdrop"), r.get("retransmits")] for r in d["runs"]]
     modes = ["none", "tlstap", "tlstap-128", "tcpdump", "tcpdump-128"]
     out = [f"### 3. Capture ceiling (iperf3 TCP over veth, {d['seconds']} s per step, rates {', '.join(d['rates'])})",
            "", "\n".join(f"- {k}: `{v}`" for k, v in d["commands"].items()),
            f"- segments written to {d['segment_root']}", "",
-           table(["offered", "mode", "achieved Gbit/s", "GB on link", "drops", "CPU s", "CPU s/GB", "RSS MB",
+           table(["offered", "mode", "achieved Gbit/s", "GB on link", "packets seen", "drops", "drop share", "CPU s", "CPU s/GB", "RSS MB",
                   "ISB ifdrop", "TCP retransmits"], rows), "",
            table(["mode", "highest achieved Gbit/s", "highest zero-drop Gbit/s", "median CPU s per GB", "max RSS MB"],
                  [[m, s[m]["max_gbit_s"], s[m]["max_zero_drop_gbit_s"], s[m].get("cpu_s_per_gb_median"),
@@ -123,7 +140,9 @@ def ceiling_section(d):
            f"- at snaplen 128: zero-drop rate ×{fmt(s['tlstap_vs_tcpdump-128']['zero_drop_rate_ratio'])},"
            f" CPU per GB ×{fmt(s['tlstap_vs_tcpdump-128']['cpu_per_gb_ratio'])}",
            "- \"CPU s/GB\" divides the watcher's utime+stime (tlstap; or tcpdump + zstd) by the bytes that crossed "
-           "the watched interface (rx+tx), so both tools are charged for the same traffic."]
+           "the watched interface (rx+tx), so both tools are charged for the same traffic. Packets are "
+           "mostly 64 KB GSO/GRO super-packets on veth, so per-packet costs hide behind few packets; "
+           "tcpdump runs with its default 2 MiB kernel buffer, tlstap with its default 64 MiB ring."]
     return "\n".join(out)
 
 
@@ -166,8 +185,11 @@ def discovery_section(d):
 
 def main():
     directory, binary_path = sys.argv[1], sys.argv[2]
-    parts = [f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "", machine(directory),
-             binary(binary_path), f"- command: `sudo make bench` → `bench/run-all.sh {binary_path}`", ""]
+    finished = os.path.join(directory, "failures")  # written when the last benchmark ended
+    when = os.path.getmtime(finished) if os.path.exists(finished) else time.time()
+    parts = [f"## Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(when))}", "", machine(directory),
+             open(os.path.join(directory, "binary")).read().strip() if os.path.exists(os.path.join(directory, "binary"))
+             else binary(binary_path), f"- command: `sudo make bench` → `bench/run-all.sh {binary_path}`", ""]
     failures = open(os.path.join(directory, "failures")).read().strip() if os.path.exists(
         os.path.join(directory, "failures")) else ""
     if failures:

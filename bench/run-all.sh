@@ -26,6 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 binary=/tmp/bench-tlstap
 cp "$1" "$binary.new" && mv "$binary.new" "$binary"
 results=$(mktemp -d /tmp/bn-results-XXXXXX)
+echo "- tlstap: \`$1\` built $(date -u -r "$1" '+%Y-%m-%d %H:%M:%S UTC'), version $("$binary" --version), $(( $(stat -c %s "$binary") / 1048576 )) MiB, sha256 $(sha256sum "$binary" | cut -c1-16)…" > "$results/binary"
 child=""
 
 cleanup() {
