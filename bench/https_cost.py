@@ -10,9 +10,10 @@ Reports requests/s and p99 per run, medians, and ratios to bare. Also the CPU/RS
 this load, and keeps nothing on disk.
 
 usage: https_cost.py /abs/path/tlstap [result.json]"""
+import json
 import os
 
-from benchlib import (foreign_uprobes, BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
+from benchlib import (foreign_uprobes, sh, BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
                       median, ratio, start_nginx, status_counters, two_namespace_lab, workdir, wrk, isb_drops,
                       segments, segment_bytes)
 
@@ -99,6 +100,12 @@ def main():
           "runs": runs, "summary": summary, "diagnostics": diagnostics}, out)
 
 
+def own_uprobe_program_ids(pid):
+    """BPF programs behind the uprobes tlstap holds (its key capture), from `bpftool perf list`."""
+    entries = json.loads(sh("bpftool", "perf", "list", "--json", check=False) or "[]")
+    return sorted({e["prog_id"] for e in entries if e.get("pid") == pid and "uprobe" in e.get("fd_type", "")})
+
+
 def diagnose(binary, lab, url, scratch):
     """One extra run of each watcher (not in the medians) that says where the cost goes: watcher CPU
     and context switches per captured packet, and — for tlstap — the kernel's own run time of the tc
@@ -124,11 +131,14 @@ def diagnose(binary, lab, url, scratch):
         tap.wait_ready()
         ids = BpfStats.tc_program_ids(lab["server_ns"], lab["server_if"])
         runs0, ns0 = BpfStats.read(ids)
+        uprobe_ids = own_uprobe_program_ids(tap.pid)
+        uruns0, uns0 = BpfStats.read(uprobe_ids)
         before = status_counters(tap.fresh_status())
         sampler = Sampler([tap.pid]).start()
         load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
         used = sampler.stop()
         runs1, ns1 = BpfStats.read(ids)
+        uruns1, uns1 = BpfStats.read(uprobe_ids)
         after = status_counters(tap.fresh_status())
         tap.stop()
     finally:
@@ -140,7 +150,10 @@ def diagnose(binary, lab, url, scratch):
                         "context_switches_per_1000_packets": round(used["context_switches"] * 1000 / packets, 1),
                         "bpf_program_ids": ids, "bpf_runs": runs1 - runs0,
                         "bpf_ns_per_run": round((ns1 - ns0) / max(1, runs1 - runs0), 1),
-                        "bpf_cpu_s": round((ns1 - ns0) / 1e9, 3)}
+                        "bpf_cpu_s": round((ns1 - ns0) / 1e9, 3),
+                        "uprobe_programs": len(uprobe_ids), "uprobe_runs": uruns1 - uruns0,
+                        "uprobe_runs_per_request": round((uruns1 - uruns0) / max(1, load["requests"]), 4),
+                        "uprobe_ns_per_run": round((uns1 - uns0) / max(1, uruns1 - uruns0), 1)}
     for path in segments(segdir):
         os.unlink(path)
     log(f"diagnostics: {result}")

@@ -82,12 +82,14 @@ def https_section(d):
         out += ["", "Where the cost goes (one extra run of each watcher, not in the medians; BPF run time from "
                 "`kernel.bpf_stats_enabled=1`, on only during tlstap's diagnostic run):", "",
                 table(["watcher", "req/s", "packets", "watcher CPU s", "CPU µs/packet", "context switches",
-                       "switches per 1000 packets", "tc program ns/run", "tc program CPU s"],
+                       "switches per 1000 packets", "tc program ns/run", "tc program CPU s", "key uprobes"],
                       [["tcpdump|zstd", round(c["rps"]), c["packets"], c["cpu_s"], c["cpu_us_per_packet"],
-                        c["context_switches"], c["context_switches_per_1000_packets"], None, None],
+                        c["context_switches"], c["context_switches_per_1000_packets"], None, None, None],
                        ["tlstap", round(t["rps"]), t["packets"], t["cpu_s"], t["cpu_us_per_packet"],
                         t["context_switches"], t["context_switches_per_1000_packets"], t["bpf_ns_per_run"],
-                        t["bpf_cpu_s"]]])]
+                        t["bpf_cpu_s"], (f"{t['uprobe_runs']} runs of {t['uprobe_programs']} programs, "
+                                         f"{t['uprobe_runs_per_request']}/request, {t['uprobe_ns_per_run']} ns/run")
+                        if "uprobe_runs" in t else None]])]
     return "\n".join(out)
 
 
