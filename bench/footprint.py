@@ -49,14 +49,15 @@ def capture(binary, scratch, lab, name, snaplen, load):
     export_bytes, export_s = piped_size(export)
     gzip_bytes, gzip_s = piped_size(f"{export} | gzip -6")
     zstd_bytes, zstd_s = piped_size(f"{export} | zstd -{LEVEL} -q -c")
+    zstd1_bytes, zstd1_s = piped_size(f"{export} | zstd -1 -q -c")
     seg = segment_bytes(segdir)
     result = {"snaplen": snaplen, "captured_bytes": counters["bytes"], "packets": counters["packets"],
               "drops": counters["drops"], "segment_bytes": seg, "export_pcapng_bytes": export_bytes,
-              "export_gzip6_bytes": gzip_bytes, "export_zstd3_bytes": zstd_bytes,
+              "export_gzip6_bytes": gzip_bytes, "export_zstd3_bytes": zstd_bytes, "export_zstd1_bytes": zstd1_bytes,
               "segment_per_captured_byte": round(seg / counters["bytes"], 4) if counters["bytes"] else None,
               "gzip_per_captured_byte": round(gzip_bytes / counters["bytes"], 4) if counters["bytes"] else None,
               "segment_vs_gzip": round(seg / gzip_bytes, 4) if gzip_bytes else None,
-              "seconds": {"export": export_s, "export_gzip": gzip_s, "export_zstd": zstd_s},
+              "seconds": {"export": export_s, "export_gzip": gzip_s, "export_zstd": zstd_s, "export_zstd1": zstd1_s},
               "watcher": busy, "segment_files": len(paths.split())}
     log(f"{name}: captured {counters['bytes']} B -> segments {seg} B, export {export_bytes} B, "
         f"gzip {gzip_bytes} B, zstd {zstd_bytes} B")

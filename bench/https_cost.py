@@ -156,6 +156,23 @@ def diagnose(binary, lab, url, scratch):
                         "uprobe_ns_per_run": round((uns1 - uns0) / max(1, uruns1 - uruns0), 1)}
     for path in segments(segdir):
         os.unlink(path)
+    # The same with the cheapest zstd level: how much of tlstap's CPU per packet is compression.
+    tap = Tlstap(binary, segdir, "--interfaces", lab["server_if"], "--zstd-level", "1")
+    tap.wait_ready()
+    before = status_counters(tap.fresh_status())
+    sampler = Sampler([tap.pid]).start()
+    load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
+    used = sampler.stop()
+    after = status_counters(tap.fresh_status())
+    tap.stop()
+    packets = max(1, after["packets"] - before["packets"])
+    result["tlstap_zstd1"] = {"rps": load["rps"], "packets": packets, "cpu_s": used["cpu_s"],
+                              "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
+                              "context_switches": used["context_switches"],
+                              "context_switches_per_1000_packets":
+                                  round(used["context_switches"] * 1000 / packets, 1)}
+    for path in segments(segdir):
+        os.unlink(path)
     log(f"diagnostics: {result}")
     return result
 

@@ -89,7 +89,10 @@ def https_section(d):
                         t["context_switches"], t["context_switches_per_1000_packets"], t["bpf_ns_per_run"],
                         t["bpf_cpu_s"], (f"{t['uprobe_runs']} runs of {t['uprobe_programs']} programs, "
                                          f"{t['uprobe_runs_per_request']}/request, {t['uprobe_ns_per_run']} ns/run")
-                        if "uprobe_runs" in t else None]])]
+                        if "uprobe_runs" in t else None]]
+                      + ([[f"tlstap --zstd-level 1", round(z["rps"]), z["packets"], z["cpu_s"], z["cpu_us_per_packet"],
+                           z["context_switches"], z["context_switches_per_1000_packets"], None, None, None]]
+                         if (z := diag.get("tlstap_zstd1")) else []))]
     return "\n".join(out)
 
 
@@ -151,7 +154,7 @@ def ceiling_section(d):
 def footprint_section(d):
     i = d["idle"]
     rows = [[name, c["snaplen"], c["packets"], c["captured_bytes"], c["segment_bytes"], c["export_pcapng_bytes"],
-             c["export_gzip6_bytes"], c["export_zstd3_bytes"], c["segment_per_captured_byte"],
+             c["export_gzip6_bytes"], c["export_zstd3_bytes"], c.get("export_zstd1_bytes"), c["segment_per_captured_byte"],
              c["gzip_per_captured_byte"], c["segment_vs_gzip"], c["watcher"]["cpu_share"], c["watcher"]["rss_mb"]]
             for name, c in d["compression"].items()]
     out = [f"### 4. Footprint (zstd level {d['zstd_level']})", "",
@@ -161,7 +164,7 @@ def footprint_section(d):
            f"READY after {i['ready_s']} s",
            "- under load: see the watcher CPU/RSS columns of benchmarks 1–3 and below", "",
            table(["capture", "snaplen", "packets", "captured B", "segment B", "export pcapng B", "gzip -6 B",
-                  "zstd -3 B", "segment/captured", "gzip/captured", "segment/gzip", "tlstap CPU", "RSS MB"], rows),
+                  "zstd -3 B", "zstd -1 B", "segment/captured", "gzip/captured", "segment/gzip", "tlstap CPU", "RSS MB"], rows),
            "",
            "- iperf3 sends the same 128 KiB random buffer over and over: zstd's window spans it, gzip's 32 KiB "
            "window does not, so the iperf rows flatter zstd. The https row (TLS records) is the realistic one."]
