@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -235,8 +236,26 @@ class Tlstap:
                 continue
             if "READY=1" in data.splitlines():
                 self.ready_after = time.monotonic() - self.t_start
+                self._keep_draining()
                 return self.ready_after
         raise RuntimeError(f"tlstap not ready within {timeout}s:\n{self.stderr()[-3000:]}")
+
+    def _keep_draining(self):
+        """Reads every later notification, as systemd would. An undrained notify socket fills after
+        net.unix.max_dgram_qlen (10) datagrams and tlstap's next STATUS= send then blocks — in the
+        pipeline thread, which stops capturing (seen 2026-11-25, reported)."""
+        self.notifications = 0
+
+        def drain():
+            self.notify.settimeout(None)
+            while True:
+                try:
+                    self.notify.recv(65536)
+                    self.notifications += 1
+                except OSError:
+                    return
+
+        threading.Thread(target=drain, daemon=True).start()
 
     def status(self):
         with open(os.path.join(self.runtime_dir, "status.json")) as f:
@@ -265,6 +284,10 @@ class Tlstap:
 
     def stop(self):
         rc = self.proc.stop(timeout=60)
+        try:
+            self.notify.shutdown(socket.SHUT_RDWR)  # wakes the drain thread's recv
+        except OSError:
+            pass
         self.notify.close()
         if rc != 0:
             log(f"tlstap exited {rc}: {self.stderr()[-2000:]}")

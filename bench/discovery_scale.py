@@ -17,6 +17,8 @@ from benchlib import (Tlstap, binary_from_argv, cleanup, emit, fd_count, log, rs
 
 COUNT = int(os.environ.get("BENCH_NAMESPACES", "200"))
 TIMEOUT = float(os.environ.get("BENCH_DISCOVERY_TIMEOUT", "120"))
+DETACH_TIMEOUT = float(os.environ.get("BENCH_DETACH_TIMEOUT", "20"))
+CYCLES = int(os.environ.get("BENCH_DISCOVERY_CYCLES", "3"))  # create+delete bursts; >1 tells caching from leaks
 
 
 def names(i):
@@ -47,11 +49,11 @@ def attached_count(tap):
     return sum(1 for n in status["namespaces"] for i in n["interfaces"] if "/bnd" in i["name"]), status
 
 
-def wait_count(tap, want, t0):
+def wait_count(tap, want, t0, timeout=TIMEOUT):
     """Seconds from t0 until the status shows `want` of our interfaces (None on timeout), and the
     (time, count) trace."""
     trace = []
-    while time.monotonic() - t0 < TIMEOUT:
+    while time.monotonic() - t0 < timeout:
         count, _ = attached_count(tap)
         trace.append((round(time.monotonic() - t0, 2), count))
         if count == want:
@@ -106,10 +108,25 @@ def main():
     t1 = time.monotonic()
     delete_all()
     delete_burst_s = round(time.monotonic() - t1, 2)
-    detach_s, detach_trace = wait_count(tap, 0, t1)
+    detach_s, detach_trace = wait_count(tap, 0, t1, timeout=DETACH_TIMEOUT)
     time.sleep(2)
     after_delete = memory(tap.pid)
     log(f"deleted in {delete_burst_s} s, status empty after {detach_s} s; memory {after_delete}")
+    repeats = []
+    for cycle in range(2, CYCLES + 1):
+        t2 = time.monotonic()
+        create_all()
+        attached, _ = wait_count(tap, 2 * COUNT, t2)
+        t3 = time.monotonic()
+        delete_all()
+        detached, trace = wait_count(tap, 0, t3, timeout=DETACH_TIMEOUT)
+        time.sleep(2)
+        _, status = attached_count(tap)
+        left = sorted(i["name"] for n in status["namespaces"] for i in n["interfaces"] if "/bnd" in i["name"])
+        repeats.append(dict(memory(tap.pid), cycle=cycle, all_attached_s=attached, all_detached_s=detached,
+                            still_listed_after_delete=left[:10], still_listed_count=len(left),
+                            namespaces_in_status=len(status["namespaces"])))
+        log(f"cycle {cycle}: attached after {attached} s, detached after {detached} s, memory {repeats[-1]}")
     rc = tap.stop()
 
     emit({"benchmark": "discovery_scale", "namespaces": COUNT,
@@ -121,7 +138,10 @@ def main():
           "namespaces_in_status": len(status["namespaces"]),
           "memory_before": before, "memory_after": after, "per_namespace": per_namespace,
           "delete_burst_s": delete_burst_s, "all_detached_s": detach_s, "memory_after_delete": after_delete,
-          "tlstap_exit": rc, "summary": {
+          "repeat_cycles": repeats, "tlstap_exit": rc, "summary": {
+              "rss_mb_after_each_delete_vs_before": [round((m["rss_kb"] - before["rss_kb"]) / 1024, 1)
+                                                     for m in [after_delete] + repeats],
+              "fds_after_each_delete_vs_before": [m["fds"] - before["fds"] for m in [after_delete] + repeats],
               "all_attached_s": attach_s, "rss_kb_per_namespace": per_namespace["rss_kb"],
               "fds_per_namespace": per_namespace["fds"], "all_detached_s": detach_s,
               "rss_mb_after_delete_vs_before": round((after_delete["rss_kb"] - before["rss_kb"]) / 1024, 1),

@@ -185,6 +185,10 @@ def discovery_section(d):
            f"- delete burst {d['delete_burst_s']} s; status empty after {fmt(s['all_detached_s'])} s; afterwards RSS "
            f"{s['rss_mb_after_delete_vs_before']:+} MB and fds {s['fds_after_delete_vs_before']:+} vs before",
            f"- attach trace (s since burst start, interfaces attached): {d['attach_trace']}"]
+    if d.get("repeat_cycles"):
+        out += [f"- {len(d['repeat_cycles']) + 1} create/delete cycles: RSS after each delete vs before "
+                f"{s['rss_mb_after_each_delete_vs_before']} MB, fds {s['fds_after_each_delete_vs_before']}; "
+                f"attach times of later cycles {[c['all_attached_s'] for c in d['repeat_cycles']]} s"]
     return "\n".join(out)
 
 
