@@ -3,7 +3,7 @@
 #   sudo bench/run-all.sh /abs/path/to/tlstap        (what `sudo make bench` runs)
 # Needs root, nginx, wrk, iperf3, tcpdump, zstd, tshark, curl, openssl. All traffic stays inside
 # namespaces named bn-* that the benchmarks create (198.18.0.0/15); every namespace and process they
-# start is removed on exit, failure or Ctrl-C. Takes about 10 minutes.
+# start is removed on exit, failure or Ctrl-C. Takes about 6–7 minutes.
 # Environment knobs (defaults in each script): BENCH_ROUNDS, BENCH_SECONDS, BENCH_RATES,
 # BENCH_IPERF_SECONDS, BENCH_NAMESPACES, BENCH_ONLY="https_cost capture_ceiling" (a subset),
 # BENCH_NO_RESULTS=1 (print the section instead of appending it).
