@@ -13,6 +13,7 @@ final class StatusBoard: @unchecked Sendable {
     private let notifier: ServiceNotifier
     private let lock = PThreadMutexCondition()
     private var lastLine = "starting"
+    private let statusSender: StatusSender
     var libraries: () -> [DaemonStatus.Library] = { [] }
 
     init(config: TapConfig, startedNs: UInt64, registry: InterfaceRegistry, notifier: ServiceNotifier) {
@@ -20,6 +21,7 @@ final class StatusBoard: @unchecked Sendable {
         self.startedNs = startedNs
         self.registry = registry
         self.notifier = notifier
+        statusSender = StatusSender(notifier: notifier)
         mkdir(Self.runtimeDirectory, 0o755)
     }
 
@@ -36,7 +38,7 @@ final class StatusBoard: @unchecked Sendable {
             defer { lastLine = line }
             return lastLine != line
         }
-        if changed { notifier.status(line) }
+        if changed { statusSender.send(line) }
 
         let status = DaemonStatus(
             pid: getpid(), version: TLSTap.version, startedAt: rfc3339(wallNs: startedNs),
@@ -63,7 +65,48 @@ final class StatusBoard: @unchecked Sendable {
     }
 
     func remove() {
+        statusSender.stop()
         unlink(Self.statusPath)
+    }
+}
+
+/// Sends STATUS= from a thread of its own: sd_notify blocks while the notify socket's queue is full,
+/// and the pipeline thread, which publishes the status, must never wait on its reader. Only the latest
+/// line matters, so a line not yet sent is replaced by a newer one.
+private final class StatusSender: @unchecked Sendable {
+    private let notifier: ServiceNotifier
+    private let state = PThreadMutexCondition()
+    private var pending: String?
+    private var stopping = false
+    private var thread: DedicatedThread?
+
+    init(notifier: ServiceNotifier) {
+        self.notifier = notifier
+        guard notifier.isActive else { return }
+        thread = try? DedicatedThread(name: "tlstap-status") { [self] in loop() }
+    }
+
+    func send(_ line: String) {
+        guard thread != nil else { return }
+        state.signalAll { pending = line }
+    }
+
+    func stop() {
+        state.signalAll { stopping = true }
+        thread?.join()
+        thread = nil
+    }
+
+    private func loop() {
+        while true {
+            state.wait { pending != nil || stopping }
+            let (line, stop) = state.locked { () -> (String?, Bool) in
+                defer { pending = nil }
+                return (pending, stopping)
+            }
+            if stop { return }
+            if let line { notifier.status(line) }
+        }
     }
 }
 
