@@ -28,7 +28,10 @@ final class OpenSegment {
     private let compressor: ZstdCompressor
     private var pending = PendingOutput()
     private(set) var pendingInputBytes = 0
-    private var scratch: [UInt8] = []
+    /// Encoded blocks not yet given to zstd: compressing in chunks instead of one call per packet
+    /// saves zstd's per-call work on every small packet.
+    private var staged: [UInt8] = []
+    static let compressChunkBytes = 64 << 10
 
     init(file: SegmentFile, periodStartNs: UInt64, periodEndNs: UInt64, zstdLevel: Int32) {
         self.file = file
@@ -40,10 +43,10 @@ final class OpenSegment {
     var hasPendingInput: Bool { pendingInputBytes > 0 }
 
     func append(_ block: Block, packetOf interface: InterfaceKey? = nil) {
-        scratch.removeAll(keepingCapacity: true)
-        BlockWriter.append(block, to: &scratch)
-        compressor.compress(scratch, into: &pending.bytes)
-        pendingInputBytes += scratch.count
+        let before = staged.count
+        BlockWriter.append(block, to: &staged)
+        pendingInputBytes += staged.count - before
+        if staged.count >= Self.compressChunkBytes { compressStaged() }
         if let interface {
             pending.packets += 1
             pending.packetsByInterface[interface, default: 0] += 1
@@ -71,11 +74,18 @@ final class OpenSegment {
     /// Everything compressed so far, made decodable (zstd blocks flushed) or, with `endingFrame`,
     /// the end of the frame.
     func takeOutput(endingFrame: Bool) -> PendingOutput {
+        compressStaged()
         if endingFrame { compressor.endFrame(into: &pending.bytes) } else { compressor.flush(into: &pending.bytes) }
         defer {
             pending = PendingOutput()
             pendingInputBytes = 0
         }
         return pending
+    }
+
+    private func compressStaged() {
+        guard !staged.isEmpty else { return }
+        compressor.compress(staged, into: &pending.bytes)
+        staged.removeAll(keepingCapacity: true)
     }
 }
