@@ -55,7 +55,7 @@ public final class Discovery: @unchecked Sendable {
     var procConnector: ProcConnector?
     var mountinfo: OwnedFD?
     var cgroups: CgroupWatch?
-    private var thread: pthread_t?
+    private var thread: DedicatedThread?
 
     /// Discovery state; touched only by the discovery thread (and by `start`/`stop` while it is not running).
     var namespaces: [UInt64: WatchedNamespace] = [:]
@@ -134,7 +134,7 @@ public final class Discovery: @unchecked Sendable {
             if let thread {
                 lock.locked { stopRequested = true }
                 loop?.wake()
-                pthread_join(thread, nil)
+                thread.join()
                 self.thread = nil
             }
             releaseResources()
@@ -152,7 +152,7 @@ public final class Discovery: @unchecked Sendable {
         }
         guard wasRunning else { return }
         loop?.wake()
-        if let thread { pthread_join(thread, nil) }
+        thread?.join()
         thread = nil
         releaseResources()
         onStop?()
@@ -180,18 +180,7 @@ public final class Discovery: @unchecked Sendable {
     }
 
     private func startThread() throws {
-        let box = Unmanaged.passRetained(self)
-        var tid = pthread_t()
-        let rc = pthread_create(&tid, nil, { arg in
-            let me = Unmanaged<Discovery>.fromOpaque(arg!).takeRetainedValue()
-            me.run()
-            return nil
-        }, box.toOpaque())
-        guard rc == 0 else {
-            box.release()
-            throw SystemError("start discovery thread", errno: rc)
-        }
-        thread = tid
+        thread = try DedicatedThread(name: "tlstap-discover") { [self] in run() }
     }
 
     /// The discovery thread: waits on every source, handles what is ready, rescans when due.
