@@ -19,7 +19,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
@@ -49,9 +48,8 @@ let package = Package(
         .target(name: "PcapNG", dependencies: ["TapCore"], swiftSettings: crossModule),
         .target(name: "Segments", dependencies: ["TapCore", "PcapNG", "CZstd",
             .product(name: "Logging", package: "swift-log")], swiftSettings: crossModule),
-        // Secrets: TLS session table, HKDF derivation of what the library no longer holds, dedupe.
-        .target(name: "Secrets", dependencies: ["TapCore",
-            .product(name: "Crypto", package: "swift-crypto")]),
+        // Secrets: the TLS session table — dedupe of both ends, live sessions for each segment's head.
+        .target(name: "Secrets", dependencies: ["TapCore"]),
         // 6. retention: oldest-first deletion by size and age.
         .target(name: "Retention", dependencies: ["TapCore", "Segments",
             .product(name: "Logging", package: "swift-log")]),
