@@ -19,21 +19,22 @@ DEB_PACKAGE = dpkg-dev binutils python3
 
 .PHONY: all build run test unit e2e deps deps-test deb bench clean
 
+# Installs those of the given Debian packages that are not installed yet (apt-get update first).
+define install_missing
+missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+if [ -n "$$missing" ]; then \
+	echo "installing:" $$missing; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+fi
+endef
+
 all: build
 
 deps:
-	@missing=$$(for p in $(DEB_BUILD); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@$(call install_missing,$(DEB_BUILD))
 
 deps-test: deps
-	@missing=$$(for p in $(DEB_TEST); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing: $$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@$(call install_missing,$(DEB_TEST) $(DEB_PACKAGE))
 
 build: deps
 	$(SWIFT) build $(RELEASE_FLAGS) --product tlstap
@@ -52,13 +53,11 @@ e2e: deps-test build
 test: unit e2e
 
 deb: build
-	@missing=$$(for p in $(DEB_PACKAGE); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing)
+	@$(call install_missing,$(DEB_PACKAGE))
 	packaging/build-deb.sh $(BIN) $(VERSION) $(ARCH)
 
 bench: deps-test build
-	@missing=$$(for p in $(DEB_BENCH); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
-	[ -z "$$missing" ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing)
+	@$(call install_missing,$(DEB_BENCH))
 	bench/run-all.sh $(abspath $(BIN))
 
 clean:
