@@ -19,27 +19,11 @@ final class ProcConnector {
     let socket: OwnedFD
 
     init() throws(SystemError) {
-        let fd = try syscall("open proc connector socket") {
-            Glibc.socket(AF_NETLINK, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), NETLINK_CONNECTOR)
-        }
-        socket = OwnedFD(fd, what: "proc connector")
+        // A fork storm must not overflow the queue: 4 MiB of receive buffer.
+        socket = try OwnedFD.netlink(type: Int32(SOCK_DGRAM.rawValue), family: NETLINK_CONNECTOR,
+                                     groups: UInt32(CN_IDX_PROC), receiveBytes: 4 << 20, what: "proc connector")
         do {
-            var size: Int32 = 4 << 20
-            // A fork storm must not overflow the queue; SO_RCVBUFFORCE works as root, fall back if not.
-            if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, 4) != 0 {
-                _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, 4)
-            }
-            var address = sockaddr_nl()
-            address.nl_family = sa_family_t(AF_NETLINK)
-            address.nl_groups = UInt32(CN_IDX_PROC)
-            try syscall("bind proc connector") {
-                withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size))
-                    }
-                }
-            }
-            try subscribe(fd)
+            try subscribe(socket.raw)
         } catch {
             socket.close()
             throw error

@@ -23,29 +23,8 @@ final class RouteSocket {
 
     /// Opens the socket on the calling thread, in whatever namespace that thread is in.
     init() throws(SystemError) {
-        let fd = try syscall("open rtnetlink socket") {
-            Glibc.socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), NETLINK_ROUTE)
-        }
-        socket = OwnedFD(fd, what: "rtnetlink")
-        do {
-            var size: Int32 = 1 << 20
-            if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, 4) != 0 {
-                _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, 4)
-            }
-            var address = sockaddr_nl()
-            address.nl_family = sa_family_t(AF_NETLINK)
-            address.nl_groups = UInt32(RTMGRP_LINK)
-            try syscall("bind rtnetlink socket") {
-                withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_nl>.size))
-                    }
-                }
-            }
-        } catch {
-            socket.close()
-            throw error
-        }
+        socket = try OwnedFD.netlink(type: Int32(SOCK_RAW.rawValue), family: NETLINK_ROUTE,
+                                     groups: UInt32(RTMGRP_LINK), receiveBytes: 1 << 20, what: "rtnetlink")
     }
 
     /// The namespace's cookie, the value `bpf_get_netns_cookie` returns for packets in it.
