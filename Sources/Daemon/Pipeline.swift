@@ -28,7 +28,7 @@ final class Pipeline: @unchecked Sendable {
     private let writer: SegmentWriter
     private let registry: InterfaceRegistry
     private let capture: CaptureProgram
-    private let keys: (any KeySource)?
+    private let keys: TLSKeySource?
     private let mailbox: PipelineMailbox
     private let hooks: PipelineHooks
     private let logger: Logger
@@ -50,7 +50,7 @@ final class Pipeline: @unchecked Sendable {
     private var lateCounted: [InterfaceKey: UInt64] = [:]
 
     init(ring: RingBufferConsumer, writer: SegmentWriter, registry: InterfaceRegistry, capture: CaptureProgram,
-         keys: (any KeySource)?, stats: PipelineStatsBox, mailbox: PipelineMailbox, hooks: PipelineHooks,
+         keys: TLSKeySource?, stats: PipelineStatsBox, mailbox: PipelineMailbox, hooks: PipelineHooks,
          settings: Settings, logger: Logger) throws {
         self.statsBox = stats
         self.ring = ring

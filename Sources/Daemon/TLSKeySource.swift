@@ -10,7 +10,7 @@ import TapCore
 ///
 /// Owns the `TLSKeysLoader` (its bpf_object and uprobe links) through `LibSSLWatcher`, which is the
 /// only code that attaches or detaches; this type only reads records, on the pipeline thread.
-final class TLSKeySource: KeySource, @unchecked Sendable {
+final class TLSKeySource: LiveSecretsProvider, @unchecked Sendable {
     let sessions: SessionTable
     let eventsMapFD: Int32
     private let logger: Logger
@@ -22,6 +22,8 @@ final class TLSKeySource: KeySource, @unchecked Sendable {
         self.logger = logger
     }
 
+    /// Lines to write now (new secrets only: the other end of a local connection may have reported
+    /// them already) and when the library derived them. Called on the pipeline thread.
     func accept(_ raw: UnsafeRawBufferPointer, clock: MonotonicToWall) -> (lines: [KeyLogLine], wallNs: UInt64) {
         guard let event = TLSKeyEvent.decode(raw) else {
             malformed += 1
@@ -31,6 +33,7 @@ final class TLSKeySource: KeySource, @unchecked Sendable {
         return (sessions.record(event.line, wallNs: wall) ? [event.line] : [], wall)
     }
 
+    /// Forgets sessions idle longer than `max-session-idle`.
     func expire(nowWallNs: UInt64) {
         _ = sessions.liveSecrets(nowWallNs: nowWallNs) // forgets sessions idle past the limit
     }
