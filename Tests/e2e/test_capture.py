@@ -97,6 +97,10 @@ def test_namespaces_created_after_ready_are_captured_like_tcpdump(tlstap, segmen
             compared += len(expected)
         assert compared > 50, f"too little traffic compared ({compared})"
 
+        # Each IDB names its namespace's origin (the test's `ip netns` name) in if_description.
+        info = run(["capinfos", segments[0]]).stdout
+        assert f"Description = ip netns {lab.a.name}" in info, info
+
         for segment in segments:
             times = [int(row[0].replace(".", "")) for row in tshark_fields(segment, "frame.time_epoch")]
             assert times == sorted(times), f"{segment}: packets out of time order"

@@ -1,6 +1,7 @@
 """Issue 5 acceptance, end to end: servers and clients in namespaces made after `tlstap run` is ready,
 real nginx, PostgreSQL, MariaDB, curl, python, node, psql and mariadb; tshark — with no key file and no preferences —
 is the judge of whether each segment decrypts on its own."""
+import json
 import os
 import shutil
 import subprocess
@@ -173,7 +174,10 @@ require('https').get({{host: '{Lab.B_IP}', path: '/node-https', rejectUnauthoriz
         expected.append("/node-https")
         lab.a.exec("psql", conn, "-c", "select 'tlstap-probe-query'")
         lab.a.exec(*mysql_client, "-e", "select 'tlstap-mysql-probe'")
-        time.sleep(1.0)  # past the reorder window
+        time.sleep(1.5)  # past the reorder window, and a status refresh
+        status_text = run([tlstap, "status"], env={**os.environ, "RUNTIME_DIRECTORY": str(tmp_path)}).stdout
+        status = json.loads(run([tlstap, "status", "--json"],
+                                env={**os.environ, "RUNTIME_DIRECTORY": str(tmp_path)}).stdout)
     finally:
         for server in (postgres, mariadb):
             if server:
@@ -199,6 +203,12 @@ require('https').get({{host: '{Lab.B_IP}', path: '/node-https', rejectUnauthoriz
     assert secrets, "no secrets recorded"
     logs = daemon.stderr()
     assert not [s for s in secrets if s in logs or s.upper() in logs], "key material reached the logs"
+    shown = status_text + json.dumps(status)
+    assert not [s for s in secrets if s in shown or s.upper() in shown], "key material reached status"
+    # `status` lists the libssl targets with their OpenSSL version and state, and counts the keys.
+    system = [lib for lib in status["libraries"] if lib["path"].endswith("libssl.so.3")]
+    assert system and system[0]["state"] == "attached" and system[0]["version"].startswith("OpenSSL 3."), status
+    assert status["keys"] >= len(set(secrets)) and status["sessions"] > 0, status
 
 
 def test_keep_alive_across_rotations_and_export(tlstap, segment_dir, tls_lab, tmp_path):
