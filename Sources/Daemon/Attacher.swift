@@ -111,7 +111,7 @@ final class Attacher: @unchecked Sendable {
     /// loopback is captured on ingress only — once, as tcpdump shows it. Every other interface is
     /// captured in both directions, each as its own IDB.
     static func directions(for info: InterfaceInfo) -> [Direction] {
-        info.name == "lo" ? [.inbound] : [.inbound, .outbound]
+        info.isLoopback ? [.inbound] : [.inbound, .outbound]
     }
 
     private func metadata(_ info: InterfaceInfo) -> Logger.Metadata {

@@ -85,7 +85,8 @@ final class WatchedNamespace {
                     events.append(.interfaceRemoved(key))
                 }
                 guard let type else { continue }
-                let interface = InterfaceInfo(key: key, name: name, linkType: type, description: info.origin)
+                let interface = InterfaceInfo(key: key, name: name, linkType: type, description: info.origin,
+                                              isLoopback: Int32(link.arphrd) == ARPHRD_LOOPBACK)
                 interfaces[link.ifindex] = interface
                 events.append(.interfaceAdded(interface, netns: info))
             }

@@ -28,12 +28,15 @@ public struct InterfaceInfo: Hashable, Sendable {
     public var linkType: LinkType
     /// Human description: namespace origin, container/cgroup when known.
     public var description: String
+    /// A loopback device: every packet passes its egress and then its ingress hook.
+    public var isLoopback: Bool
 
-    public init(key: InterfaceKey, name: String, linkType: LinkType, description: String) {
+    public init(key: InterfaceKey, name: String, linkType: LinkType, description: String, isLoopback: Bool = false) {
         self.key = key
         self.name = name
         self.linkType = linkType
         self.description = description
+        self.isLoopback = isLoopback
     }
 
     /// The IDB `if_name`: unique across namespaces and readable, e.g. `netns:4026532301/eth0`.

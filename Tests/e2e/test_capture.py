@@ -253,3 +253,20 @@ def test_default_records_each_packet_once_on_the_first_interface(tlstap, segment
     b_name = f"netns:{netns_inode(lab.b.name)}/labeth0"
     assert len(requests) == 5 and all(r[1] == a_name for r in requests), requests
     assert len(replies) == 5 and all(r[1] == b_name for r in replies), replies
+
+
+def test_loopback_records_each_packet_once(tlstap, segment_dir, make_netns, tmp_path):
+    """A packet on lo passes its egress and its ingress hook; the segment holds it once, as tcpdump shows it."""
+    ns = make_netns("labl")
+    daemon = Daemon(tlstap, segment_dir, "--interfaces", f"netns:{netns_inode(ns.name)}/lo",
+                    env={"RUNTIME_DIRECTORY": str(tmp_path)})
+    try:
+        daemon.wait_ready()
+        ns.exec("ping", "-c", "3", "-i", "0.05", "127.0.0.1")
+        time.sleep(1.0)
+    finally:
+        assert daemon.stop() == 0, daemon.stderr()
+        daemon.close()
+    types = [row[0] for segment in daemon.finished_segments()
+             for row in tshark_fields(segment, "icmp.type", display_filter="icmp")]
+    assert sorted(types) == ["0"] * 3 + ["8"] * 3, types
