@@ -35,7 +35,7 @@ final class TLSKeySource: LiveSecretsProvider, @unchecked Sendable {
 
     /// Forgets sessions idle longer than `max-session-idle`.
     func expire(nowWallNs: UInt64) {
-        _ = sessions.liveSecrets(nowWallNs: nowWallNs) // forgets sessions idle past the limit
+        sessions.expire(nowWallNs: nowWallNs)
     }
 
     var liveSessionCount: Int { sessions.counts.sessions }

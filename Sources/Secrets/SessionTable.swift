@@ -63,11 +63,20 @@ public final class SessionTable: LiveSecretsProvider, Sendable {
     /// Ordered by client random then label, so consecutive segments carry identical heads.
     public func liveSecrets(nowWallNs: UInt64) -> [KeyLogLine] {
         state.withLock { state in
-            let oldest = nowWallNs > maxIdleNs ? nowWallNs - maxIdleNs : 0
-            state.sessions = state.sessions.filter { $0.value.lastSeenWallNs >= oldest }
+            forgetIdle(&state, nowWallNs: nowWallNs)
             return state.sessions.sorted { $0.key.lexicographicallyPrecedes($1.key) }
                 .flatMap { $0.value.lines.sorted { $0.label < $1.label } }
         }
+    }
+
+    /// Forgets the sessions idle longer than `maxIdleNs` (the daemon calls this once a second).
+    public func expire(nowWallNs: UInt64) {
+        state.withLock { forgetIdle(&$0, nowWallNs: nowWallNs) }
+    }
+
+    private func forgetIdle(_ state: inout State, nowWallNs: UInt64) {
+        let oldest = nowWallNs > maxIdleNs ? nowWallNs - maxIdleNs : 0
+        state.sessions = state.sessions.filter { $0.value.lastSeenWallNs >= oldest }
     }
 
     /// Counters for `status`: sessions held, duplicate secrets dropped, sessions evicted for room.
