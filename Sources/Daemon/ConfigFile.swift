@@ -91,16 +91,3 @@ private extension String {
     func replacingUnderscores() -> String { String(map { $0 == "_" ? "-" : $0 }) }
 }
 
-/// Reads a whole file; the error carries errno so a missing file can be told apart.
-func readWholeFile(_ path: String) throws(SystemError) -> String {
-    let fd = try syscall("open \(path)") { open(path, O_RDONLY | O_CLOEXEC) }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = try syscall("read \(path)") { chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) } }
-        if count == 0 { break }
-        bytes.append(contentsOf: chunk[..<count])
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}

@@ -56,7 +56,7 @@ final class LibSSLWatcher: @unchecked Sendable {
 
     /// The libc this process maps, which is the host's (tlstap runs in the host's mount namespace).
     private static func hostLibC() throws -> String {
-        let maps = (try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? ""
+        let maps = try readWholeFile("/proc/self/maps")
         for line in maps.split(separator: "\n") {
             guard let path = line.split(separator: " ", omittingEmptySubsequences: true).last,
                   path.hasPrefix("/"), path.split(separator: "/").last?.hasPrefix("libc.so") == true else { continue }

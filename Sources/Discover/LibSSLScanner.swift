@@ -128,7 +128,7 @@ public final class LibSSLScanner {
 
     /// Executable file mappings of one process, from `/proc/PID/maps`; empty if it is gone.
     func executableMappings(of pid: Int32) -> [Mapping] {
-        guard let text = readWholeFile("\(procRoot)/\(pid)/maps") else { return [] }
+        guard let text = try? readWholeFile("\(procRoot)/\(pid)/maps") else { return [] }
         var seen: Set<UInt64> = []
         var result: [Mapping] = []
         for line in text.split(separator: "\n") {
@@ -211,21 +211,6 @@ func directoryEntries(_ path: String) -> [String] {
         if name != "." && name != ".." { names.append(name) }
     }
     return names
-}
-
-func readWholeFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var data: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if count < 0 && errno == EINTR { continue }
-        guard count > 0 else { break }
-        data.append(contentsOf: chunk[..<count])
-    }
-    return String(decoding: data, as: UTF8.self)
 }
 
 extension StringProtocol {
