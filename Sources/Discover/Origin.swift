@@ -7,7 +7,14 @@ enum Origin {
     static func describe(isHost: Bool, mountPoints: [String], pids: [Int32]) -> String {
         if isHost { return "host" }
         var parts: [String] = mountPoints.sorted().prefix(1).map(describeMount)
-        if let process = pids.sorted().lazy.compactMap(describeProcess).first { parts.append(process) }
+        // A plain loop, not `lazy.compactMap(…).first`: that calls the closure twice per element, and a
+        // process that exits in between made the second call nil and crashed the daemon.
+        for pid in pids.sorted() {
+            if let process = describeProcess(pid) {
+                parts.append(process)
+                break
+            }
+        }
         return parts.isEmpty ? "unknown" : parts.joined(separator: ", ")
     }
 

@@ -161,7 +161,7 @@ def test_interfaces_and_namespaces_come_and_go_without_leaks(tlstap, segment_dir
         assert daemon.process.poll() is None, daemon.stderr()
         assert "error" not in daemon.stderr().lower(), daemon.stderr()
     finally:
-        assert daemon.stop() == 0
+        assert daemon.stop() == 0, daemon.stderr()
         daemon.close()
     left = tlstap_filters(ns)
     assert left == [], f"filters left after SIGTERM: {left}\n{daemon.stderr()}"
@@ -219,7 +219,7 @@ while time.monotonic() < end:
         ring_drops = [i["droppedByRing"] for n in status["namespaces"] for i in n["interfaces"] if i["name"].endswith("/labf0")]
         assert ring_drops and ring_drops[0] > 0, status
     finally:
-        assert daemon.stop() == 0
+        assert daemon.stop() == 0, daemon.stderr()
         daemon.close()
     segments = daemon.finished_segments()
     assert segments
