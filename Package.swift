@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "RingBuffer", dependencies: ["TapCore", "CLibBPF", "Attach"], swiftSettings: crossModule),
         // 4. reorder: packets held back by kernel time so keys can be written first.
         .target(name: "Reorder", dependencies: ["TapCore",
-            .product(name: "HeapModule", package: "swift-collections")], swiftSettings: crossModule),
+            .product(name: "DequeModule", package: "swift-collections")], swiftSettings: crossModule),
         // 5. segment writer: PcapNG blocks, DSBs, zstd frames, rotation, crash repair.
         .target(name: "PcapNG", dependencies: ["TapCore"], swiftSettings: crossModule),
         .target(name: "Segments", dependencies: ["TapCore", "PcapNG", "CZstd",

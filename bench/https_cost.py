@@ -9,6 +9,9 @@ Three modes, interleaved A B C / C B A for BENCH_ROUNDS rounds of BENCH_SECONDS 
 Reports requests/s and p99 per run, medians, and ratios to bare. Also the CPU/RSS of the watcher under
 this load, and keeps nothing on disk.
 
+With BENCH_BASELINE=/abs/path/other-tlstap a fourth mode, `baseline`, runs that binary the same way in
+the same rounds: a before/after of a change measured side by side rather than across runs.
+
 usage: https_cost.py /abs/path/tlstap [result.json]"""
 import json
 import os
@@ -20,6 +23,7 @@ from benchlib import (foreign_uprobes, sh, BpfStats, Sampler, context_switches, 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+BASELINE = os.environ.get("BENCH_BASELINE")
 
 
 def main():
@@ -33,32 +37,34 @@ def main():
 
     runs = []
     libraries = None
-    for r, modes in interleaved(["bare", "tcpdump", "tlstap"], ROUNDS):
+    tlstap_modes = {"tlstap": binary, **({"baseline": BASELINE} if BASELINE else {})}
+    for r, modes in interleaved(["bare", "tcpdump", *tlstap_modes], ROUNDS):
         for mode in modes:
             run = {"round": r, "mode": mode}
             watcher = None
             if mode == "tcpdump":
                 watcher = TcpdumpZstd(lab["server_ns"], lab["server_if"], os.path.join(scratch, f"td{r}.pcap.zst"))
                 pids = watcher.pids
-            elif mode == "tlstap":
+            elif mode in tlstap_modes:
                 segdir = os.path.join(scratch, f"seg{r}")
-                watcher = Tlstap(binary, segdir, "--interfaces", lab["server_if"])
+                watcher = Tlstap(tlstap_modes[mode], segdir, "--interfaces", lab["server_if"])
                 run["ready_s"] = round(watcher.wait_ready(), 3)
                 pids = [watcher.pid]
             sampler = Sampler(pids).start() if watcher else None
-            run["foreign_uprobes"] = foreign_uprobes(watcher.pid if mode == "tlstap" else None)
+            run["foreign_uprobes"] = foreign_uprobes(watcher.pid if mode in tlstap_modes else None)
             run.update(wrk(lab["client_ns"], url, SECONDS, CONNECTIONS))
-            if mode == "tlstap":
+            if mode in tlstap_modes:
                 run["watcher"] = sampler.stop()
             if mode == "tcpdump":
                 sampler.poll()
                 run["tcpdump"] = watcher.stop()
                 run["watcher"] = sampler.stop(final_cpu=run["tcpdump"]["cpu_total_s"])
                 os.unlink(watcher.out_path)
-            elif mode == "tlstap":
+            elif mode in tlstap_modes:
                 status = watcher.fresh_status()
                 run["tlstap"] = status_counters(status)
-                libraries = libraries_summary(status)
+                if mode == "tlstap":
+                    libraries = libraries_summary(status)
                 watcher.stop()
                 run["tlstap"]["segment_bytes"] = segment_bytes(segdir)
                 run["tlstap"]["isb"] = isb_drops(segments(segdir))
@@ -71,7 +77,7 @@ def main():
     diagnostics = diagnose(binary, lab, url, scratch) if os.environ.get("BENCH_DIAGNOSE", "1") == "1" else None
 
     summary = {}
-    for mode in ("bare", "tcpdump", "tlstap"):
+    for mode in ("bare", "tcpdump", *tlstap_modes):
         mine = [x for x in runs if x["mode"] == mode]
         summary[mode] = {"rps_median": median([x["rps"] for x in mine]),
                          "p99_ms_median": median([x["p99_ms"] for x in mine])}
@@ -79,7 +85,7 @@ def main():
             summary[mode]["watcher_cpu_share_median"] = median([x["watcher"]["cpu_share"] for x in mine])
             summary[mode]["watcher_rss_mb_max"] = max(x["watcher"]["rss_mb"] for x in mine)
     bare = summary["bare"]
-    for mode in ("tcpdump", "tlstap"):
+    for mode in ("tcpdump", *tlstap_modes):
         summary[mode]["rps_vs_bare"] = ratio(summary[mode]["rps_median"], bare["rps_median"])
         summary[mode]["p99_vs_bare"] = ratio(summary[mode]["p99_ms_median"], bare["p99_ms_median"])
     # Per-round pairing: each tlstap run against the bare run of the same round (robust to drift).
@@ -89,6 +95,8 @@ def main():
         paired.append(ratio(by_mode["tlstap"]["rps"], by_mode["bare"]["rps"]))
     summary["tlstap"]["rps_vs_bare_per_round"] = paired
     summary["tlstap_vs_tcpdump_rps"] = ratio(summary["tlstap"]["rps_median"], summary["tcpdump"]["rps_median"])
+    if BASELINE:
+        summary["tlstap_vs_baseline_rps"] = ratio(summary["tlstap"]["rps_median"], summary["baseline"]["rps_median"])
     summary["target_met"] = bool(summary["tlstap"]["rps_vs_bare"] >= 0.97
                                  and summary["tlstap"]["rps_median"] > summary["tcpdump"]["rps_median"])
     emit({"benchmark": "https_cost", "rounds": ROUNDS, "seconds": SECONDS, "connections": CONNECTIONS,
@@ -96,7 +104,8 @@ def main():
               "server": "nginx worker_processes 1, keep-alive HTTPS, return 200 (29 bytes), TLS 1.3 P-256",
               "load": f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency {url}",
               "tcpdump": f"tcpdump -n -i {lab['server_if']} -s 262144 -w - | zstd -3 -q -c > file",
-              "tlstap": f"tlstap run --segment-dir DIR --interfaces {lab['server_if']}"},
+              "tlstap": f"tlstap run --segment-dir DIR --interfaces {lab['server_if']}",
+              **({"baseline": f"{BASELINE} run --segment-dir DIR --interfaces {lab['server_if']}"} if BASELINE else {})},
           "runs": runs, "summary": summary, "diagnostics": diagnostics}, out)
 
 

@@ -33,7 +33,7 @@ final class Pipeline: @unchecked Sendable {
     private let hooks: PipelineHooks
     private let logger: Logger
     private var settings: Settings
-    private var reorder: ReorderBuffer<CapturedPacket>
+    private let reorder: ReorderBuffer
     private var copies = CopyFilter()
     private var clock = MonotonicToWall()
     /// Shared with the segment writer's counter callback, which runs on this same thread.
@@ -47,6 +47,11 @@ final class Pipeline: @unchecked Sendable {
     /// Where the IP header starts in each interface's packets, for the copy filter.
     private var networkOffsets: [InterfaceKey: Int] = [:]
     private var resolvedGeneration: UInt64 = .max
+    /// The last record's interface and the packets received on it not yet added to `stats`: records
+    /// come in runs from one interface, so most skip the dictionaries (folded in after each poll).
+    private var lastReceived: (id: CaptureInterfaceID, key: InterfaceKey, uncounted: UInt64)?
+    /// The last written packet's interface and its network offset, for the same reason.
+    private var lastWritten: (key: InterfaceKey, networkOffset: Int)?
     private var lateCounted: [InterfaceKey: UInt64] = [:]
 
     init(ring: RingBufferConsumer, writer: SegmentWriter, registry: InterfaceRegistry, capture: CaptureProgram,
@@ -86,6 +91,7 @@ final class Pipeline: @unchecked Sendable {
             } catch {
                 logger.error("ring buffer poll failed: \(error)")
             }
+            countReceived()
             let now = MonotonicToWall.wallNowNs()
             release(upTo: now)
             hooks.watchdog()
@@ -105,15 +111,30 @@ final class Pipeline: @unchecked Sendable {
             stats.malformedRecords += 1
             return
         }
-        guard let key = interfaceKey(for: record.interface) else {
-            stats.unknownInterfaceRecords += 1
-            return
+        let key: InterfaceKey
+        if let last = lastReceived, last.id == record.interface {
+            key = last.key
+            lastReceived!.uncounted += 1
+        } else {
+            countReceived()
+            guard let found = interfaceKey(for: record.interface) else {
+                stats.unknownInterfaceRecords += 1
+                return
+            }
+            key = found
+            lastReceived = (record.interface, key, 1)
         }
-        let packet = record.packet(interface: key, clock: clock)
-        stats.counters[key, default: InterfaceCounters()].received += 1
+        let packet = record.view(interface: key, clock: clock)
         stats.packets += 1
         stats.bytes += UInt64(packet.originalLength)
         reorder.push(packet)
+    }
+
+    /// Adds the packets counted in `lastReceived` to the per-interface counters.
+    private func countReceived() {
+        guard let last = lastReceived, last.uncounted > 0 else { return }
+        stats.counters[last.key, default: InterfaceCounters()].received += last.uncounted
+        lastReceived!.uncounted = 0
     }
 
     private func receiveKey(_ raw: UnsafeRawBufferPointer) {
@@ -132,6 +153,9 @@ final class Pipeline: @unchecked Sendable {
     private func refreshResolvedInterfaces() {
         let generation = registry.currentGeneration()
         guard generation != resolvedGeneration else { return }
+        countReceived()
+        lastReceived = nil
+        lastWritten = nil
         resolved.removeAll(keepingCapacity: true)
         resolvedGeneration = generation
     }
@@ -148,20 +172,25 @@ final class Pipeline: @unchecked Sendable {
     // MARK: release and housekeeping
 
     private func release(upTo nowWallNs: UInt64) {
-        while let packet = reorder.popReady(nowNs: nowWallNs) {
-            write(packet)
-        }
+        reorder.releaseReady(nowNs: nowWallNs) { write($0) }
         let watermark = nowWallNs >= settings.reorderWindowNs ? nowWallNs - settings.reorderWindowNs : 0
         writer.advance(watermarkWallNs: watermark)
     }
 
     /// The one place packets go to the writer: copies are dropped here unless configured to be kept.
-    private func write(_ packet: CapturedPacket) {
-        if !settings.keepDuplicates, copies.isCopy(packet, networkOffset: networkOffsets[packet.interface] ?? 14) {
+    private func write(_ packet: PacketView) {
+        if !settings.keepDuplicates, copies.isCopy(packet, networkOffset: networkOffset(of: packet.interface)) {
             stats.duplicates += 1
             return
         }
         writer.write(packet)
+    }
+
+    private func networkOffset(of key: InterfaceKey) -> Int {
+        if let last = lastWritten, last.key == key { return last.networkOffset }
+        let offset = networkOffsets[key] ?? 14
+        lastWritten = (key, offset)
+        return offset
     }
 
     private func housekeeping(nowWallNs: UInt64) {
@@ -190,10 +219,7 @@ final class Pipeline: @unchecked Sendable {
     private func apply(_ changes: PipelineChanges) {
         if let window = changes.reorderWindowNs, window != settings.reorderWindowNs {
             settings.reorderWindowNs = window
-            var replacement = ReorderBuffer<CapturedPacket>(windowNs: window, maxBytes: settings.reorderMaxBytes)
-            while let packet = reorder.popOldest() { replacement.push(packet) }
-            reorder = replacement
-            lateCounted.removeAll()
+            reorder.windowNs = window
         }
         if let keep = changes.keepDuplicates { settings.keepDuplicates = keep }
         if let rotation = changes.rotation { writer.reconfigure(rotateEveryNs: rotation.rotateEveryNs, flushEveryNs: rotation.flushEveryNs) }
@@ -202,7 +228,8 @@ final class Pipeline: @unchecked Sendable {
     /// On stop: nothing more comes from the kernel, so everything held is due now.
     private func drain() {
         _ = try? ring.consume()
-        while let packet = reorder.popOldest() { write(packet) }
+        countReceived()
+        reorder.releaseAll { write($0) }
         housekeeping(nowWallNs: MonotonicToWall.wallNowNs())
         writer.close()
     }

@@ -185,3 +185,26 @@ extension InterfaceStatistics: BlockEncoding {
          .u64(OptionCode.isbIfDrop, droppedByInterface), .u64(OptionCode.isbOSDrop, droppedByOS)].compactMap { $0 }
     }
 }
+
+extension BlockWriter {
+    /// Appends an EPB carrying `epb_flags`, straight from packet bytes: the segment writer's per-packet
+    /// path, which builds no `EnhancedPacket`, option table or temporary array. The bytes are exactly
+    /// those of `append(.packet(EnhancedPacket(…, flags: flags)))` (a test holds it to that).
+    public static func appendEnhancedPacket(interfaceID: UInt32, timestampNs: UInt64, originalLength: UInt32,
+                                            flags: UInt32, data: UnsafeRawBufferPointer, to bytes: inout [UInt8]) {
+        let padding = padded4(data.count) - data.count
+        // header 8 + fixed body 20 + data + padding + epb_flags option 8 + opt_endofopt 4 + footer 4
+        let totalLength = UInt32(44 + data.count + padding)
+        let head: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (
+            BlockType.enhancedPacket.littleEndian, totalLength.littleEndian, interfaceID.littleEndian,
+            UInt32(truncatingIfNeeded: timestampNs >> 32).littleEndian, UInt32(truncatingIfNeeded: timestampNs).littleEndian,
+            UInt32(data.count).littleEndian, originalLength.littleEndian)
+        let tail: (UInt16, UInt16, UInt32, UInt16, UInt16, UInt32) = (
+            OptionCode.epbFlags.littleEndian, UInt16(4).littleEndian, flags.littleEndian,
+            OptionCode.endOfOptions.littleEndian, 0, totalLength.littleEndian)
+        withUnsafeBytes(of: head) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: data)
+        if padding > 0 { withUnsafeBytes(of: UInt32(0)) { bytes.append(contentsOf: $0.prefix(padding)) } }
+        withUnsafeBytes(of: tail) { bytes.append(contentsOf: $0) }
+    }
+}

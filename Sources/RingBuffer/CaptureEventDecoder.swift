@@ -13,10 +13,10 @@ public struct CaptureRecord {
     public var originalLength: UInt32
     public var bytes: UnsafeRawBufferPointer
 
-    /// The pipeline's packet: the bytes copied out of the ring, the time converted to wall clock.
-    public func packet(interface key: InterfaceKey, clock: MonotonicToWall) -> CapturedPacket {
-        CapturedPacket(interface: key, timestampNs: clock.wallNs(fromMonotonic: monotonicNs),
-                       direction: direction, originalLength: originalLength, data: [UInt8](bytes))
+    /// The pipeline's packet, its time converted to wall clock; the bytes are still the ring's.
+    public func view(interface key: InterfaceKey, clock: MonotonicToWall) -> PacketView {
+        PacketView(interface: key, timestampNs: clock.wallNs(fromMonotonic: monotonicNs), direction: direction,
+                   originalLength: originalLength, bytes: bytes)
     }
 }
 

@@ -5,7 +5,8 @@ import TapCore
 struct PendingOutput {
     var bytes: [UInt8] = []
     var packets = 0
-    var packetsByInterface: [InterfaceKey: UInt64] = [:]
+    /// Packets per IDB id of the segment (an array: this is counted for every packet).
+    var packetsByInterfaceID: [UInt64] = []
 }
 
 /// One segment while it is written: its file, its zstd frame in progress (one frame per segment:
@@ -42,15 +43,31 @@ final class OpenSegment {
 
     var hasPendingInput: Bool { pendingInputBytes > 0 }
 
-    func append(_ block: Block, packetOf interface: InterfaceKey? = nil) {
+    func append(_ block: Block) {
         let before = staged.count
         BlockWriter.append(block, to: &staged)
         pendingInputBytes += staged.count - before
         if staged.count >= Self.compressChunkBytes { compressStaged() }
-        if let interface {
-            pending.packets += 1
-            pending.packetsByInterface[interface, default: 0] += 1
-        }
+    }
+
+    /// A packet's EPB, encoded straight from its bytes (cut to `snapLength`).
+    func appendPacket(_ packet: PacketView, interfaceID: UInt32, snapLength: UInt32) {
+        let before = staged.count
+        let data = packet.bytes.count > Int(snapLength) ? UnsafeRawBufferPointer(rebasing: packet.bytes.prefix(Int(snapLength))) : packet.bytes
+        BlockWriter.appendEnhancedPacket(interfaceID: interfaceID, timestampNs: packet.timestampNs,
+                                         originalLength: packet.originalLength, flags: UInt32(packet.direction.rawValue),
+                                         data: data, to: &staged)
+        pendingInputBytes += staged.count - before
+        pending.packets += 1
+        pending.packetsByInterfaceID[Int(interfaceID)] += 1
+        if staged.count >= Self.compressChunkBytes { compressStaged() }
+    }
+
+    /// The interface of each IDB id, for turning per-id counts back into per-interface ones.
+    func interfaceKeysByID() -> [InterfaceKey] {
+        var keys = [InterfaceKey](repeating: InterfaceKey(netnsInode: 0, ifindex: 0), count: interfaceIDs.count)
+        for (key, id) in interfaceIDs { keys[Int(id)] = key }
+        return keys
     }
 
     /// A DSB with the lines of `lines` not yet in this segment (nothing if none); `arrived` marks
@@ -68,6 +85,7 @@ final class OpenSegment {
         append(.interface(InterfaceDescription(linkType: info.linkType.rawValue, snapLength: snapLength,
                                                name: info.qualifiedName, description: info.description)))
         interfaceIDs[info.key] = id
+        pending.packetsByInterfaceID.append(0)
         return id
     }
 
@@ -77,7 +95,7 @@ final class OpenSegment {
         compressStaged()
         if endingFrame { compressor.endFrame(into: &pending.bytes) } else { compressor.flush(into: &pending.bytes) }
         defer {
-            pending = PendingOutput()
+            pending = PendingOutput(packetsByInterfaceID: [UInt64](repeating: 0, count: interfaceIDs.count))
             pendingInputBytes = 0
         }
         return pending

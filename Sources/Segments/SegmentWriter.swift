@@ -36,7 +36,6 @@ public final class SegmentWriter {
     private let counters: () -> [InterfaceKey: InterfaceCounters]
     private let logger: Logger
     private var interfaces: [InterfaceKey: InterfaceInfo] = [:]
-    private var segment: OpenSegment?
     /// Secrets that must reach the file before the next packet: arrived with no segment open.
     private var owedSecrets: [KeyLogLine] = []
     /// Secrets that arrived during the previous segment: repeated in the next head DSB, so it does not
@@ -48,6 +47,12 @@ public final class SegmentWriter {
     private var droppedByInterface: [InterfaceKey: UInt64] = [:]
     private var failingSince: UInt64?
     private var unregisteredWarned: Set<InterfaceKey> = []
+    /// The interface of the last packet and its IDB id in the open segment (cleared with the segment):
+    /// consecutive packets mostly share an interface, and this spares them two dictionary lookups each.
+    private var lastInterface: (key: InterfaceKey, id: UInt32)?
+    private var segment: OpenSegment? {
+        didSet { lastInterface = nil }
+    }
     /// Past this much uncompressed input a flush comes early, bounding memory on busy hosts.
     static let maxPendingInputBytes = 16 << 20
 
@@ -72,25 +77,33 @@ public final class SegmentWriter {
     /// Makes an interface known; its IDB goes into each segment the first time one of its packets does.
     public func register(_ info: InterfaceInfo) {
         interfaces[info.key] = info
+        if lastInterface?.key == info.key { lastInterface = nil }
     }
 
     /// Writes a packet. Timestamps must not decrease across calls; a packet of a later rotation
     /// period finishes the current segment first.
     public func write(_ packet: CapturedPacket) {
+        packet.withView { write($0) }
+    }
+
+    /// Writes a packet from bytes that live elsewhere (the reorder buffer's arena): the hot path.
+    public func write(_ packet: PacketView) {
         advance(watermarkWallNs: packet.timestampNs)
-        guard let info = interfaces[packet.interface] else {
-            if unregisteredWarned.insert(packet.interface).inserted {
-                logger.warning("dropping packets of an interface that was never registered", metadata: ["interface": "\(packet.interface)"])
-            }
-            return
-        }
         let segment = openSegment(at: packet.timestampNs)
-        let interfaceID = segment.interfaceID(for: info, snapLength: snapLength)
-        let data = packet.data.count > Int(snapLength) ? Array(packet.data.prefix(Int(snapLength))) : packet.data
-        segment.append(.packet(EnhancedPacket(interfaceID: interfaceID, timestampNs: packet.timestampNs,
-                                              originalLength: packet.originalLength, data: data,
-                                              direction: packet.direction)),
-                       packetOf: packet.interface)
+        let interfaceID: UInt32
+        if let last = lastInterface, last.key == packet.interface {
+            interfaceID = last.id
+        } else {
+            guard let info = interfaces[packet.interface] else {
+                if unregisteredWarned.insert(packet.interface).inserted {
+                    logger.warning("dropping packets of an interface that was never registered", metadata: ["interface": "\(packet.interface)"])
+                }
+                return
+            }
+            interfaceID = segment.interfaceID(for: info, snapLength: snapLength)
+            lastInterface = (packet.interface, interfaceID)
+        }
+        segment.appendPacket(packet, interfaceID: interfaceID, snapLength: snapLength)
         segment.lastTimeNs = packet.timestampNs
         if segment.pendingInputBytes > Self.maxPendingInputBytes { flush() }
     }
@@ -132,7 +145,9 @@ public final class SegmentWriter {
         } catch {
             statistics.writeErrors += 1
             statistics.packetsDroppedDiskFull += UInt64(output.packets)
-            for (key, count) in output.packetsByInterface { droppedByInterface[key, default: 0] += count }
+            for (key, count) in zip(segment.interfaceKeysByID(), output.packetsByInterfaceID) where count > 0 {
+                droppedByInterface[key, default: 0] += count
+            }
             if failingSince == nil {
                 failingSince = segment.lastTimeNs
                 let kind = error.errno == ENOSPC || error.errno == EDQUOT ? "disk full" : "write failed"

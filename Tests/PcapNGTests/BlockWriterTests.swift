@@ -73,4 +73,23 @@ import Testing
         #expect(read == blocks)
         #expect(reader.offset == UInt64(bytes.count))
     }
+
+    /// The per-packet encoder writes exactly what the general one writes, for every padding length.
+    @Test(arguments: [0, 1, 2, 3, 4, 5, 60, 1514])
+    func fastEnhancedPacketMatchesTheGeneralEncoder(length: Int) {
+        let data = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        for direction in [Direction.inbound, .outbound] {
+            let general = BlockWriter.encode(.packet(EnhancedPacket(
+                interfaceID: 3, timestampNs: 1_764_000_000_123_456_789, originalLength: UInt32(length + 40),
+                data: data, direction: direction)))
+            var fast: [UInt8] = [9, 9] // appends after what is there
+            data.withUnsafeBytes {
+                BlockWriter.appendEnhancedPacket(interfaceID: 3, timestampNs: 1_764_000_000_123_456_789,
+                                                 originalLength: UInt32(length + 40), flags: UInt32(direction.rawValue),
+                                                 data: $0, to: &fast)
+            }
+            #expect(fast == [9, 9] + general)
+        }
+    }
 }
+

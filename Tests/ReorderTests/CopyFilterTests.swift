@@ -19,33 +19,54 @@ import TapCore
                        originalLength: UInt32(data.count), data: data)
     }
 
+    func isCopy(_ filter: inout CopyFilter, _ data: [UInt8], on interface: InterfaceKey, at time: UInt64) -> Bool {
+        packet(data, on: interface, at: time).withView { filter.isCopy($0, networkOffset: 14) }
+    }
+
     @Test func aCopyOnAnotherInterfaceIsRecognisedDespiteRoutingChanges() {
         var filter = CopyFilter(windowNs: 50_000_000)
-        var copy = filter.isCopy(packet(frame(ttl: 64, checksum: 0x1111, payload: 7), on: a, at: 1_000), networkOffset: 14)
+        var copy = isCopy(&filter, frame(ttl: 64, checksum: 0x1111, payload: 7), on: a, at: 1_000)
         #expect(!copy)
         // Routed to the next namespace: new MACs, TTL one less, checksum updated — the same packet.
-        copy = filter.isCopy(packet(frame(ttl: 63, checksum: 0x1212, payload: 7, mac: 0xbb), on: b, at: 2_000),
-                              networkOffset: 14)
+        copy = isCopy(&filter, frame(ttl: 63, checksum: 0x1212, payload: 7, mac: 0xbb), on: b, at: 2_000)
         #expect(copy)
     }
 
     @Test func aRepeatOnTheSameInterfaceIsARetransmissionAndKept() {
         var filter = CopyFilter(windowNs: 50_000_000)
         let bytes = frame(ttl: 64, checksum: 1, payload: 9)
-        var copy = filter.isCopy(packet(bytes, on: a, at: 1_000), networkOffset: 14)
+        var copy = isCopy(&filter, bytes, on: a, at: 1_000)
         #expect(!copy)
-        copy = filter.isCopy(packet(bytes, on: a, at: 2_000), networkOffset: 14)
+        copy = isCopy(&filter, bytes, on: a, at: 2_000)
         #expect(!copy)
     }
 
     @Test func differentPayloadsAndOldPacketsAreNotCopies() {
         var filter = CopyFilter(windowNs: 50_000_000)
-        var copy = filter.isCopy(packet(frame(ttl: 64, checksum: 1, payload: 1), on: a, at: 1_000), networkOffset: 14)
+        var copy = isCopy(&filter, frame(ttl: 64, checksum: 1, payload: 1), on: a, at: 1_000)
         #expect(!copy)
-        copy = filter.isCopy(packet(frame(ttl: 64, checksum: 1, payload: 2), on: b, at: 2_000), networkOffset: 14)
+        copy = isCopy(&filter, frame(ttl: 64, checksum: 1, payload: 2), on: b, at: 2_000)
         #expect(!copy)
         // The same bytes again on b, but after the window: a new packet, not a copy.
-        copy = filter.isCopy(packet(frame(ttl: 64, checksum: 1, payload: 1), on: b, at: 60_000_000), networkOffset: 14)
+        copy = isCopy(&filter, frame(ttl: 64, checksum: 1, payload: 1), on: b, at: 60_000_000)
         #expect(!copy)
+    }
+
+    @Test func manyPacketsAcrossWindowsKeepBeingTold() {
+        // Thousands of distinct packets over several windows (the table grows and generations turn):
+        // each is new on a, a copy on b right after, and new again on b two windows later.
+        var filter = CopyFilter(windowNs: 1_000_000)
+        var wrong = 0
+        for index in 0..<5_000 {
+            let time = UInt64(index) * 1_000
+            var bytes = frame(ttl: 64, checksum: 1, payload: 0)
+            bytes[18] = UInt8(index >> 8); bytes[19] = UInt8(index & 0xff) // the IP ID
+            if isCopy(&filter, bytes, on: a, at: time) { wrong += 1 }
+            if !isCopy(&filter, bytes, on: b, at: time + 10) { wrong += 1 }
+        }
+        var again = frame(ttl: 64, checksum: 1, payload: 0)
+        again[18] = 0; again[19] = 0
+        #expect(wrong == 0)
+        #expect(!isCopy(&filter, again, on: b, at: 5_000_000 + 2_000_000))
     }
 }
