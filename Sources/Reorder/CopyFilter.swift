@@ -12,43 +12,23 @@ import TapCore
 /// released from *another* interface within `windowNs`. A repeat on the same interface (a real
 /// retransmission) is never a copy. Works on packets in time order (after the reorder buffer).
 ///
-/// What was seen lives in two generations of a `FingerprintTable`, each covering `windowNs`: the
-/// older one is dropped whole when a window passes, so nothing is expired packet by packet.
-/// Not thread-safe: the pipeline owns it.
+/// What was seen lives in `RecentPackets` (one cache line per packet). Not thread-safe: the pipeline
+/// owns it.
 public struct CopyFilter {
     public let windowNs: UInt64
-    private var current = FingerprintTable()
-    private var previous = FingerprintTable()
-    private var currentEndsNs: UInt64 = 0
+    private var recent: RecentPackets
 
     public init(windowNs: UInt64 = 50_000_000) {
         self.windowNs = windowNs
+        recent = RecentPackets(windowNs: windowNs)
     }
 
     /// True if `packet` is a copy of one seen on another interface within the window. `networkOffset`
     /// is where the IP header starts (14 after an Ethernet header, 0 on raw-IP devices).
     public mutating func isCopy(_ packet: PacketView, networkOffset: Int) -> Bool {
-        let time = packet.timestampNs
-        if time >= currentEndsNs { startGeneration(at: time) }
         guard packet.bytes.count > networkOffset else { return false }
-        let fingerprint = Self.fingerprint(packet, networkOffset: networkOffset)
-        if let seen = current.find(fingerprint) ?? previous.find(fingerprint),
-           time - min(time, seen.timeNs) <= windowNs, seen.interface != packet.interface {
-            return true
-        }
-        current.insert(fingerprint, FingerprintTable.Seen(timeNs: time, interface: packet.interface))
-        return false
-    }
-
-    private mutating func startGeneration(at time: UInt64) {
-        // The old current generation still covers the last window; anything older goes.
-        if time < currentEndsNs + windowNs {
-            swap(&current, &previous)
-        } else {
-            previous.removeAll()
-        }
-        current.removeAll()
-        currentEndsNs = time + windowNs
+        return recent.isCopy(Self.fingerprint(packet, networkOffset: networkOffset), timeNs: packet.timestampNs,
+                             interface: packet.interface)
     }
 
     /// Bytes hashed from the network header on: the IP and TCP/UDP headers (addresses, ports, IP ID,

@@ -69,4 +69,19 @@ import TapCore
         #expect(wrong == 0)
         #expect(!isCopy(&filter, again, on: b, at: 5_000_000 + 2_000_000))
     }
+
+    @Test func theTableGrowsInsteadOfForgettingWithinAWindow() {
+        // 5000 packets in one window into a table of 4 buckets: it must grow, keeping every entry.
+        var recent = RecentPackets(windowNs: 50_000_000, initialBuckets: 4)
+        var wronglyCopies = 0
+        for index in 0..<5_000 where recent.isCopy(UInt64(index) << 1, timeNs: 1_000_000 + UInt64(index), interface: a) {
+            wronglyCopies += 1
+        }
+        #expect(wronglyCopies == 0)
+        var recognised = 0
+        for index in 0..<5_000 where recent.isCopy(UInt64(index) << 1, timeNs: 2_000_000, interface: b) { recognised += 1 }
+        #expect(recognised == 5_000)
+        #expect(recent.bucketCount >= 5_000 / RecentPackets.entriesPerBucket)
+    }
 }
+
