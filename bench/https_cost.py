@@ -115,6 +115,41 @@ def own_uprobe_program_ids(pid):
     return sorted({e["prog_id"] for e in entries if e.get("pid") == pid and "uprobe" in e.get("fd_type", "")})
 
 
+def diagnose_tlstap(binary, lab, url, segdir):
+    """tlstap's CPU and context switches per packet, its tc programs' kernel run time and its uprobes'."""
+    stats = BpfStats()
+    try:
+        tap = Tlstap(binary, segdir, "--interfaces", lab["server_if"])
+        tap.wait_ready()
+        ids = BpfStats.tc_program_ids(lab["server_ns"], lab["server_if"])
+        runs0, ns0 = BpfStats.read(ids)
+        uprobe_ids = own_uprobe_program_ids(tap.pid)
+        uruns0, uns0 = BpfStats.read(uprobe_ids)
+        before = status_counters(tap.fresh_status())
+        sampler = Sampler([tap.pid]).start()
+        load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
+        used = sampler.stop()
+        runs1, ns1 = BpfStats.read(ids)
+        uruns1, uns1 = BpfStats.read(uprobe_ids)
+        after = status_counters(tap.fresh_status())
+        tap.stop()
+    finally:
+        stats.close()
+    packets = max(1, after["packets"] - before["packets"])
+    for path in segments(segdir):
+        os.unlink(path)
+    return {"rps": load["rps"], "packets": packets, "cpu_s": used["cpu_s"],
+            "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
+            "context_switches": used["context_switches"],
+            "context_switches_per_1000_packets": round(used["context_switches"] * 1000 / packets, 1),
+            "bpf_program_ids": ids, "bpf_runs": runs1 - runs0,
+            "bpf_ns_per_run": round((ns1 - ns0) / max(1, runs1 - runs0), 1),
+            "bpf_cpu_s": round((ns1 - ns0) / 1e9, 3),
+            "uprobe_programs": len(uprobe_ids), "uprobe_runs": uruns1 - uruns0,
+            "uprobe_runs_per_request": round((uruns1 - uruns0) / max(1, load["requests"]), 4),
+            "uprobe_ns_per_run": round((uns1 - uns0) / max(1, uruns1 - uruns0), 1)}
+
+
 def diagnose(binary, lab, url, scratch):
     """One extra run of each watcher (not in the medians) that says where the cost goes: watcher CPU
     and context switches per captured packet, and — for tlstap — the kernel's own run time of the tc
@@ -133,55 +168,9 @@ def diagnose(binary, lab, url, scratch):
                          "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
                          "context_switches": switches,
                          "context_switches_per_1000_packets": round(switches * 1000 / packets, 1)}
-    stats = BpfStats()
-    try:
-        segdir = os.path.join(scratch, "seg-diag")
-        tap = Tlstap(binary, segdir, "--interfaces", lab["server_if"])
-        tap.wait_ready()
-        ids = BpfStats.tc_program_ids(lab["server_ns"], lab["server_if"])
-        runs0, ns0 = BpfStats.read(ids)
-        uprobe_ids = own_uprobe_program_ids(tap.pid)
-        uruns0, uns0 = BpfStats.read(uprobe_ids)
-        before = status_counters(tap.fresh_status())
-        sampler = Sampler([tap.pid]).start()
-        load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
-        used = sampler.stop()
-        runs1, ns1 = BpfStats.read(ids)
-        uruns1, uns1 = BpfStats.read(uprobe_ids)
-        after = status_counters(tap.fresh_status())
-        tap.stop()
-    finally:
-        stats.close()
-    packets = max(1, after["packets"] - before["packets"])
-    result["tlstap"] = {"rps": load["rps"], "packets": packets, "cpu_s": used["cpu_s"],
-                        "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
-                        "context_switches": used["context_switches"],
-                        "context_switches_per_1000_packets": round(used["context_switches"] * 1000 / packets, 1),
-                        "bpf_program_ids": ids, "bpf_runs": runs1 - runs0,
-                        "bpf_ns_per_run": round((ns1 - ns0) / max(1, runs1 - runs0), 1),
-                        "bpf_cpu_s": round((ns1 - ns0) / 1e9, 3),
-                        "uprobe_programs": len(uprobe_ids), "uprobe_runs": uruns1 - uruns0,
-                        "uprobe_runs_per_request": round((uruns1 - uruns0) / max(1, load["requests"]), 4),
-                        "uprobe_ns_per_run": round((uns1 - uns0) / max(1, uruns1 - uruns0), 1)}
-    for path in segments(segdir):
-        os.unlink(path)
-    # The same with the cheapest zstd level: how much of tlstap's CPU per packet is compression.
-    tap = Tlstap(binary, segdir, "--interfaces", lab["server_if"], "--zstd-level", "1")
-    tap.wait_ready()
-    before = status_counters(tap.fresh_status())
-    sampler = Sampler([tap.pid]).start()
-    load = wrk(lab["client_ns"], url, SECONDS, CONNECTIONS)
-    used = sampler.stop()
-    after = status_counters(tap.fresh_status())
-    tap.stop()
-    packets = max(1, after["packets"] - before["packets"])
-    result["tlstap_zstd1"] = {"rps": load["rps"], "packets": packets, "cpu_s": used["cpu_s"],
-                              "cpu_us_per_packet": round(used["cpu_s"] * 1e6 / packets, 2),
-                              "context_switches": used["context_switches"],
-                              "context_switches_per_1000_packets":
-                                  round(used["context_switches"] * 1000 / packets, 1)}
-    for path in segments(segdir):
-        os.unlink(path)
+    segdir = os.path.join(scratch, "seg-diag")
+    for mode, path in (("tlstap", binary), *((("baseline", BASELINE),) if BASELINE else ())):
+        result[mode] = diagnose_tlstap(path, lab, url, segdir)
     log(f"diagnostics: {result}")
     return result
 

@@ -86,14 +86,12 @@ def https_section(d):
                        "switches per 1000 packets", "tc program ns/run", "tc program CPU s", "key uprobes"],
                       [["tcpdump|zstd", round(c["rps"]), c["packets"], c["cpu_s"], c["cpu_us_per_packet"],
                         c["context_switches"], c["context_switches_per_1000_packets"], None, None, None],
-                       ["tlstap", round(t["rps"]), t["packets"], t["cpu_s"], t["cpu_us_per_packet"],
-                        t["context_switches"], t["context_switches_per_1000_packets"], t["bpf_ns_per_run"],
-                        t["bpf_cpu_s"], (f"{t['uprobe_runs']} runs of {t['uprobe_programs']} programs, "
-                                         f"{t['uprobe_runs_per_request']}/request, {t['uprobe_ns_per_run']} ns/run")
-                        if "uprobe_runs" in t else None]]
-                      + ([[f"tlstap --zstd-level 1", round(z["rps"]), z["packets"], z["cpu_s"], z["cpu_us_per_packet"],
-                           z["context_switches"], z["context_switches_per_1000_packets"], None, None, None]]
-                         if (z := diag.get("tlstap_zstd1")) else []))]
+                       *[[m, round(t["rps"]), t["packets"], t["cpu_s"], t["cpu_us_per_packet"],
+                         t["context_switches"], t["context_switches_per_1000_packets"], t["bpf_ns_per_run"],
+                         t["bpf_cpu_s"], (f"{t['uprobe_runs']} runs of {t['uprobe_programs']} programs, "
+                                          f"{t['uprobe_runs_per_request']}/request, {t['uprobe_ns_per_run']} ns/run")
+                         if "uprobe_runs" in t else None]
+                        for m, t in ((m, diag[m]) for m in ("tlstap", "baseline") if m in diag)]])]
     return "\n".join(out)
 
 

@@ -23,9 +23,20 @@ const volatile __u64 cfg_netns_cookie = 0;
  * capture itself; the consumer polls with a short timeout and picks up what did not wake it. */
 const volatile __u32 cfg_wakeup_bytes = 0;
 
-struct {
+/* One ring per CPU, so CPUs capturing at once never share a ring's lock or producer position (with
+ * one shared ring, those cache lines moved between CPUs on every record). The loader sizes the rings,
+ * creates one per possible CPU and puts it at that CPU's index; records of one CPU's ring are in
+ * time order, and the reorder buffer merges the rings by time. */
+struct cpu_ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 64 << 20); /* the loader resizes this before load */
+	__uint(max_entries, 1 << 20); /* the loader sets the per-CPU size before load */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1); /* the loader sets: the number of possible CPUs */
+	__type(key, __u32);
+	__array(values, struct cpu_ring);
 } events SEC(".maps");
 
 struct {
@@ -35,12 +46,12 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-static __always_inline __u64 wakeup_flag(void)
+static __always_inline __u64 wakeup_flag(void *ring)
 {
 	if (cfg_wakeup_bytes == 0)
 		return 0; /* the kernel's default: wake when the consumer has caught up */
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-										: BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void count_drop(struct __sk_buff *skb, __u64 netns_cookie, __u32 direction)
@@ -63,7 +74,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u64 netns_cookie
  * is wasted on typical traffic; larger GSO/GRO packets take the power-of-two buckets above. */
 #define TRY_BUCKET(size)                                                             \
 	if (cap_len <= (size)) {                                                       \
-		struct capture_event *e = bpf_ringbuf_reserve(&events, sizeof(*e) + (size), 0); \
+		struct capture_event *e = bpf_ringbuf_reserve(ring, sizeof(*e) + (size), 0);   \
 		if (!e)                                                                    \
 			goto dropped;                                                          \
 		e->ts_ns = ts;                                                             \
@@ -77,7 +88,7 @@ static __always_inline void count_drop(struct __sk_buff *skb, __u64 netns_cookie
 		if (n == 0 || bpf_skb_load_bytes(skb, 0, (void *)(e + 1), n) < 0)          \
 			n = 0;                                                                 \
 		e->cap_len = n;                                                            \
-		bpf_ringbuf_submit(e, wakeup_flag());                                      \
+		bpf_ringbuf_submit(e, wakeup_flag(ring));                                  \
 		return TC_ACT_UNSPEC;                                                      \
 	}
 
@@ -86,6 +97,10 @@ static __always_inline int capture(struct __sk_buff *skb, __u32 direction)
 	__u64 ts = bpf_ktime_get_ns();
 	__u64 netns_cookie = cfg_netns_cookie;
 	__u32 cap_len = skb->len < cfg_snaplen ? skb->len : cfg_snaplen;
+	__u32 cpu = bpf_get_smp_processor_id();
+	void *ring = bpf_map_lookup_elem(&events, &cpu);
+	if (!ring)
+		goto dropped;
 
 	TRY_BUCKET(128)
 	TRY_BUCKET(256)

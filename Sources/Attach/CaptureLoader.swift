@@ -4,8 +4,9 @@ import TapCore
 
 /// The loaded capture programs of `bpf/capture.bpf.c`: the loader paired with that file.
 ///
-/// Goes open → configure (`cfg_snaplen`, the `events` ring size) → load in `init`, which creates the
-/// maps (`events`, `drops`); the ring is read by a `RingBufferConsumer` over `eventsMapFD`.
+/// Goes open → configure (`cfg_snaplen`, ring sizes) → load in `init`, which creates the maps
+/// (`events`, an array of per-CPU rings, and `drops`), then creates one ring per possible CPU and puts
+/// it in `events`; a `RingBufferConsumer` reads them over `eventsMapFDs`, merging them by time.
 /// A tc program cannot tell which namespace it runs in, so each namespace gets its own instance of
 /// the programs (`instance(forNetnsCookie:)`), loaded with `cfg_netns_cookie` set and the maps of
 /// the first object reused (`bpf_map__reuse_fd`); `TCAttachmentTable` takes one when it attaches in a
@@ -19,7 +20,8 @@ public final class CaptureProgram: @unchecked Sendable {
     public struct Configuration: Sendable, Equatable {
         /// Bytes of each packet copied into the ring; clamped to `CaptureProgram.maxSnaplen`.
         public var snaplen: UInt32
-        /// Size of the `events` ring in bytes: a power of two, at least one page.
+        /// Bytes of ring in all, shared out over one ring per possible CPU (`ringBytesPerCPU`): a power
+        /// of two, at least one page.
         public var ringBytes: UInt32
         /// The consumer is woken only once this many bytes wait in the ring (0: on every record, the
         /// kernel's default). Batching wakeups saves a scheduler wakeup per packet; a consumer using it
@@ -43,8 +45,18 @@ public final class CaptureProgram: @unchecked Sendable {
     public let configuration: Configuration
     public let ingressFD: Int32
     public let egressFD: Int32
-    public let eventsMapFD: Int32
+    /// One ring per possible CPU, index = CPU id; owned here, closed by `close()`.
+    public private(set) var eventsMapFDs: [Int32] = []
     public let dropsMapFD: Int32
+    /// The `events` array of rings (owned by the first object).
+    private let ringsMapFD: Int32
+    private let rings: (count: UInt32, bytesEach: UInt32)
+
+    /// Where an object's maps come from: made at its load (the first object) or the first object's.
+    private enum MapSource {
+        case create(ringTemplate: Int32, count: UInt32)
+        case share(events: Int32, drops: Int32)
+    }
 
     private var object: OpaquePointer?
     private let lock = PThreadMutexCondition()
@@ -60,18 +72,55 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         self.configuration = configuration
 
-        let opened = try Self.load(configuration: configuration, netnsCookie: 0, sharedMaps: nil)
-        do {
-            ingressFD = try Self.programFD(named: Self.ingressProgramName, in: opened)
-            egressFD = try Self.programFD(named: Self.egressProgramName, in: opened)
-            eventsMapFD = bpf_map__fd(try Self.map(named: "events", in: opened))
-            dropsMapFD = bpf_map__fd(try Self.map(named: "drops", in: opened))
+        let cpus = Int(libbpf_num_possible_cpus())
+        guard cpus > 0 else { throw SystemError("count possible CPUs", errno: -Int32(cpus)) }
+        let perCPU = Self.ringBytesPerCPU(total: configuration.ringBytes, cpus: UInt32(cpus), pageSize: pageSize)
+        rings = (UInt32(cpus), perCPU)
+        var ringFDs: [Int32] = []
+        var opened: OpaquePointer?
+        do throws(SystemError) {
+            // The rings exist before the object: the first one is also the template `events` is
+            // created from (libbpf 1.1 cannot resize an inner map definition).
+            for cpu in 0..<cpus {
+                ringFDs.append(try libbpfCall("create the capture ring of CPU \(cpu)") {
+                    bpf_map_create(BPF_MAP_TYPE_RINGBUF, "tlstap_cpu_ring", 0, 0, perCPU, nil)
+                })
+            }
+            let loaded = try Self.load(configuration: configuration, netnsCookie: 0,
+                                       maps: .create(ringTemplate: ringFDs[0], count: rings.count), ringBytesEach: perCPU)
+            opened = loaded
+            ingressFD = try Self.programFD(named: Self.ingressProgramName, in: loaded)
+            egressFD = try Self.programFD(named: Self.egressProgramName, in: loaded)
+            ringsMapFD = bpf_map__fd(try Self.map(named: "events", in: loaded))
+            dropsMapFD = bpf_map__fd(try Self.map(named: "drops", in: loaded))
+            for (cpu, ring) in ringFDs.enumerated() {
+                var key = UInt32(cpu)
+                var value = ring
+                try libbpfCall("put the ring of CPU \(cpu) in the capture rings") {
+                    bpf_map_update_elem(ringsMapFD, &key, &value, UInt64(BPF_ANY))
+                }
+            }
         } catch {
-            bpf_object__close(opened)
+            for ring in ringFDs { Glibc.close(ring) }
+            if let opened { bpf_object__close(opened) }
             throw error
         }
+        eventsMapFDs = ringFDs
         object = opened
     }
+
+    /// Each CPU's share of `total`, rounded down to a power of two, but at least `minimumPerCPU` (or
+    /// all of `total` if that is less) and a page: a burst that one CPU handles alone (one fast flow)
+    /// fills only that CPU's ring, so a share of 64 MiB over 64 CPUs would be too small. Hosts with
+    /// many CPUs therefore use more than `total`. (A record larger than its ring counts as dropped.)
+    public static func ringBytesPerCPU(total: UInt32, cpus: UInt32, pageSize: UInt32) -> UInt32 {
+        let share = max(total / max(cpus, 1), 1)
+        let powerOfTwo = UInt32(1) << (31 - share.leadingZeroBitCount)
+        return max(powerOfTwo, min(total, minimumPerCPU), pageSize)
+    }
+
+    /// The smallest ring a CPU gets unless the whole configured size is smaller.
+    public static let minimumPerCPU: UInt32 = 4 << 20
 
     /// The programs to attach in the namespace with this `SO_NETNS_COOKIE`, loaded on first use.
     /// Pair every call with `releaseInstance(forNetnsCookie:)`.
@@ -82,7 +131,7 @@ public final class CaptureProgram: @unchecked Sendable {
                 return existing.programs
             }
             let loaded = try Self.load(configuration: configuration, netnsCookie: cookie,
-                                       sharedMaps: (events: eventsMapFD, drops: dropsMapFD))
+                                       maps: .share(events: ringsMapFD, drops: dropsMapFD), ringBytesEach: rings.bytesEach)
             do {
                 let programs = CaptureInstance(
                     ingressFD: try Self.programFD(named: Self.ingressProgramName, in: loaded),
@@ -114,9 +163,9 @@ public final class CaptureProgram: @unchecked Sendable {
     /// How many per-namespace instances are loaded (for leak tests).
     public var instanceCount: Int { lock.locked { instances.count } }
 
-    /// open → configure → load of one object; with `sharedMaps`, its maps are the existing ones.
-    private static func load(configuration: Configuration, netnsCookie: UInt64,
-                             sharedMaps: (events: Int32, drops: Int32)?) throws(SystemError) -> OpaquePointer {
+    /// open → configure → load of one object, its maps made or shared as `maps` says.
+    private static func load(configuration: Configuration, netnsCookie: UInt64, maps: MapSource,
+                             ringBytesEach: UInt32) throws(SystemError) -> OpaquePointer {
         let bytes = EmbeddedBPF.capture.objectBytes
         let opened: OpaquePointer? = "tlstap_capture".withCString { name in
             var opts = tlstap_object_open_opts(name)
@@ -124,19 +173,19 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         // libbpf 1.x returns NULL and sets errno on failure.
         guard let opened else { throw SystemError("open the embedded capture BPF object", errno: errno) }
-        do {
+        do throws(SystemError) {
             try setReadOnly("cfg_snaplen", to: configuration.snaplen, in: opened)
             try setReadOnly("cfg_netns_cookie", to: netnsCookie, in: opened)
-            try setReadOnly("cfg_wakeup_bytes", to: min(configuration.wakeupBytes, configuration.ringBytes / 2), in: opened)
+            try setReadOnly("cfg_wakeup_bytes", to: min(configuration.wakeupBytes, ringBytesEach / 2), in: opened)
             let events = try map(named: "events", in: opened)
-            if let sharedMaps {
-                let drops = try map(named: "drops", in: opened)
-                try libbpfCall("share the capture ring") { bpf_map__reuse_fd(events, sharedMaps.events) }
-                try libbpfCall("share the capture drop counters") { bpf_map__reuse_fd(drops, sharedMaps.drops) }
-            } else {
-                try libbpfCall("resize the capture ring to \(configuration.ringBytes) bytes") {
-                    bpf_map__set_max_entries(events, configuration.ringBytes)
-                }
+            switch maps {
+            case .create(let ringTemplate, let count):
+                try libbpfCall("size the capture rings array for \(count) CPUs") { bpf_map__set_max_entries(events, count) }
+                try libbpfCall("set the capture ring template") { bpf_map__set_inner_map_fd(events, ringTemplate) }
+            case .share(let shared, let drops):
+                try libbpfCall("share the capture rings") { bpf_map__reuse_fd(events, shared) }
+                let dropsMap = try map(named: "drops", in: opened)
+                try libbpfCall("share the capture drop counters") { bpf_map__reuse_fd(dropsMap, drops) }
             }
             try libbpfCall("load the capture BPF programs for netns cookie \(netnsCookie)") { bpf_object__load(opened) }
             return opened
@@ -161,6 +210,8 @@ public final class CaptureProgram: @unchecked Sendable {
         }
         for instance in loaded { bpf_object__close(instance) }
         bpf_object__close(object)
+        for ring in eventsMapFDs { Glibc.close(ring) }
+        eventsMapFDs = []
         self.object = nil
     }
 

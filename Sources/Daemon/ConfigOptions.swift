@@ -38,7 +38,7 @@ public struct RunOptions: ParsableArguments, Sendable {
     @Option(help: help(.excludeInterfaces, "Comma-separated globs of interfaces never captured (beats --interfaces)", "glob,…"))
     public var excludeInterfaces: String?
 
-    @Option(help: help(.ringBufferSize, "Size of the BPF ring buffer packets pass through, a power of two", "size"))
+    @Option(help: help(.ringBufferSize, "BPF ring buffer for packets, in all: one ring per CPU takes an equal share (at least 4M each), a power of two", "size"))
     public var ringBufferSize: String?
 
     @Option(help: help(.duplicates, "Copies of a packet on several interfaces (veth ends, bridge ports): drop (keep the first) or keep", "drop|keep"))

@@ -7,7 +7,7 @@ import TapCore
 
 /// The one thread that moves packets and keys from the kernel to disk:
 ///
-///     ring_buffer__poll ─┬─ capture record → resolve interface → count → ReorderBuffer (held `window`)
+///     ring_buffer__poll ─┬─ capture record (one ring per CPU) → resolve interface → count → ReorderBuffer (held `window`)
 ///                        └─ key record     → SessionTable → SegmentWriter (a DSB, at once)
 ///     then: release packets older than now − window → SegmentWriter → advance(watermark)
 ///
@@ -67,9 +67,12 @@ final class Pipeline: @unchecked Sendable {
         self.hooks = hooks
         self.settings = settings
         self.logger = logger
-        reorder = ReorderBuffer(windowNs: settings.reorderWindowNs, maxBytes: settings.reorderMaxBytes)
-        try ring.add(mapFD: capture.eventsMapFD, name: "capture events") { [unowned self] raw in
-            self.receivePacket(raw)
+        reorder = ReorderBuffer(windowNs: settings.reorderWindowNs, maxBytes: settings.reorderMaxBytes,
+                                streams: capture.eventsMapFDs.count)
+        for (cpu, fd) in capture.eventsMapFDs.enumerated() {
+            try ring.add(mapFD: fd, name: "capture events of CPU \(cpu)") { [unowned self] raw in
+                self.receivePacket(raw, stream: cpu)
+            }
         }
         if let keys {
             try ring.add(mapFD: keys.eventsMapFD, name: "tls key events") { [unowned self] raw in
@@ -106,7 +109,7 @@ final class Pipeline: @unchecked Sendable {
 
     // MARK: per record (hot path)
 
-    private func receivePacket(_ raw: UnsafeRawBufferPointer) {
+    private func receivePacket(_ raw: UnsafeRawBufferPointer, stream: Int) {
         guard let record = CaptureEventDecoder.decode(raw) else {
             stats.malformedRecords += 1
             return
@@ -127,7 +130,7 @@ final class Pipeline: @unchecked Sendable {
         let packet = record.view(interface: key, clock: clock)
         stats.packets += 1
         stats.bytes += UInt64(packet.originalLength)
-        reorder.push(packet)
+        reorder.push(packet, stream: stream)
     }
 
     /// Adds the packets counted in `lastReceived` to the per-interface counters.

@@ -9,17 +9,18 @@ import TapCore
 /// - **Late packets are dropped, not written.** Segments promise non-decreasing time order, so a
 ///   packet older than the last one released cannot be placed anymore; it is counted in
 ///   `lateDrops[interface]` (the daemon adds these to `InterfaceCounters.droppedByTapper`).
-///   With one ring buffer, lateness needs a CPU to stall for longer than the window, so this is rare
-///   at the default 500 ms.
+///   Every poll reads all rings, so lateness needs the consumer to stall for longer than the window:
+///   rare at the default 500 ms.
 /// - **Bounded memory.** When the held bytes exceed `maxBytes`, the oldest packets are released
 ///   early (before the watermark), counted in `releasedEarly`; what arrives later with an older time
 ///   than those becomes late.
 ///
-/// Cost per packet: one copy of its bytes into the arena and O(1) queue work. Records of one ring
-/// come in reservation order, which differs from time order only by how far CPUs raced between
-/// reading the clock and reserving (nanoseconds), so a new packet is placed by looking back from the
-/// end of a time-sorted queue — usually zero steps. (A binary heap did the same job at O(log n) with
-/// cache misses on every level: 15 % of the daemon's CPU under HTTPS load.)
+/// Packets come in `streams`, one per CPU ring. Records of one CPU's ring are in time order (a tc
+/// program does not nest on its CPU), so each stream is a time-sorted queue that a new packet joins
+/// at the end (it looks back from there, so a rare exception is still placed right), and release
+/// takes the oldest head of all streams. Cost per packet: one copy of its bytes into the arena,
+/// O(1) queue work and a look at each stream's head. (A binary heap over all held packets did the
+/// same at O(log n) with cache misses on every level: 15 % of the daemon's CPU under HTTPS load.)
 /// Not thread-safe: the pipeline thread owns it.
 public final class ReorderBuffer {
     private struct Held {
@@ -33,7 +34,7 @@ public final class ReorderBuffer {
 
     public var windowNs: UInt64
     public let maxBytes: Int
-    private var queue = Deque<Held>()
+    private var streams: [Deque<Held>]
     private let arena = PacketArena()
     /// Time of the last released packet: nothing older may follow it.
     public private(set) var lastReleasedNs: UInt64 = 0
@@ -44,15 +45,17 @@ public final class ReorderBuffer {
     /// Packets released before their watermark because the buffer was over `maxBytes`.
     public private(set) var releasedEarly: UInt64 = 0
 
-    public init(windowNs: UInt64, maxBytes: Int) {
+    public init(windowNs: UInt64, maxBytes: Int, streams: Int = 1) {
+        precondition(streams >= 1, "a reorder buffer needs a stream")
         self.windowNs = windowNs
         self.maxBytes = maxBytes
+        self.streams = Array(repeating: Deque<Held>(), count: streams)
     }
 
-    public var count: Int { queue.count }
-    public var isEmpty: Bool { queue.isEmpty }
+    public var count: Int { streams.reduce(0) { $0 + $1.count } }
+    public var isEmpty: Bool { streams.allSatisfy(\.isEmpty) }
     /// Time of the oldest held packet.
-    public var oldestTimeNs: UInt64? { queue.first?.timeNs }
+    public var oldestTimeNs: UInt64? { oldestStream().map { streams[$0][0].timeNs } }
     /// Memory the arena holds for packet bytes, spare chunks included.
     public var arenaBytes: Int { arena.allocatedBytes }
 
@@ -64,7 +67,7 @@ public final class ReorderBuffer {
 
     /// Copies the packet in; `packet.bytes` need not outlive the call.
     @discardableResult
-    public func push(_ packet: PacketView) -> PushOutcome {
+    public func push(_ packet: PacketView, stream: Int = 0) -> PushOutcome {
         let time = packet.timestampNs
         guard time >= lastReleasedNs else {
             lateDrops[packet.interface, default: 0] += 1
@@ -73,12 +76,12 @@ public final class ReorderBuffer {
         let held = Held(timeNs: time, interface: packet.interface, originalLength: packet.originalLength,
                         length: packet.bytes.count, location: arena.store(packet.bytes), direction: packet.direction)
         heldBytes += held.length
-        var index = queue.count
-        while index > 0, queue[index - 1].timeNs > time { index -= 1 }
-        if index == queue.count {
-            queue.append(held)
+        var index = streams[stream].count
+        while index > 0, streams[stream][index - 1].timeNs > time { index -= 1 }
+        if index == streams[stream].count {
+            streams[stream].append(held)
         } else {
-            queue.insert(held, at: index)
+            streams[stream].insert(held, at: index)
         }
         return .held
     }
@@ -87,22 +90,35 @@ public final class ReorderBuffer {
     /// `nowNs − window`, or the buffer is over its byte cap. The view is valid during the call only.
     public func releaseReady(nowNs: UInt64, to body: (PacketView) -> Void) {
         let watermark = nowNs >= windowNs ? nowNs - windowNs : 0
-        while let oldest = queue.first {
-            if oldest.timeNs > watermark {
+        while let stream = oldestStream() {
+            if streams[stream][0].timeNs > watermark {
                 guard heldBytes > maxBytes else { return }
                 releasedEarly += 1
             }
-            releaseOldest(to: body)
+            release(from: stream, to: body)
         }
     }
 
     /// Hands everything held to `body`, oldest first, regardless of time (on stop).
     public func releaseAll(to body: (PacketView) -> Void) {
-        while !queue.isEmpty { releaseOldest(to: body) }
+        while let stream = oldestStream() { release(from: stream, to: body) }
     }
 
-    private func releaseOldest(to body: (PacketView) -> Void) {
-        let held = queue.removeFirst()
+    /// The stream whose head is oldest (the first of equals), nil when all are empty.
+    private func oldestStream() -> Int? {
+        var oldest: Int?
+        var oldestTime = UInt64.max
+        for index in streams.indices {
+            if let head = streams[index].first, oldest == nil || head.timeNs < oldestTime {
+                oldest = index
+                oldestTime = head.timeNs
+            }
+        }
+        return oldest
+    }
+
+    private func release(from stream: Int, to body: (PacketView) -> Void) {
+        let held = streams[stream].removeFirst()
         heldBytes -= held.length
         lastReleasedNs = held.timeNs
         body(PacketView(interface: held.interface, timestampNs: held.timeNs, direction: held.direction,

@@ -1,3 +1,4 @@
+import CLibBPF
 import Attach
 import Discover
 import Foundation
@@ -23,10 +24,12 @@ final class Collector {
     let consumer = RingBufferConsumer()
 
     init(_ program: CaptureProgram) throws {
-        try consumer.add(mapFD: program.eventsMapFD, name: "events") { [unowned self] raw in
-            guard let record = CaptureEventDecoder.decode(raw) else { undecodable += 1; return }
-            packets.append(Captured(interface: record.interface, monotonicNs: record.monotonicNs, direction: record.direction,
-                                    originalLength: record.originalLength, bytes: [UInt8](record.bytes)))
+        for (cpu, ring) in program.eventsMapFDs.enumerated() {
+            try consumer.add(mapFD: ring, name: "events of CPU \(cpu)") { [unowned self] raw in
+                guard let record = CaptureEventDecoder.decode(raw) else { undecodable += 1; return }
+                packets.append(Captured(interface: record.interface, monotonicNs: record.monotonicNs, direction: record.direction,
+                                        originalLength: record.originalLength, bytes: [UInt8](record.bytes)))
+            }
         }
     }
 
@@ -302,11 +305,15 @@ extension CaptureKernelTests {
         var seenByFirst: [CaptureInterfaceID] = [], seenBySecond: [CaptureInterfaceID] = []
         let consumer = RingBufferConsumer()
         defer { consumer.close() }
-        try consumer.add(mapFD: first.eventsMapFD, name: "first") { raw in
-            if let record = CaptureEventDecoder.decode(raw) { seenByFirst.append(record.interface) }
+        for ring in first.eventsMapFDs {
+            try consumer.add(mapFD: ring, name: "first") { raw in
+                if let record = CaptureEventDecoder.decode(raw) { seenByFirst.append(record.interface) }
+            }
         }
-        try consumer.add(mapFD: second.eventsMapFD, name: "second") { raw in
-            if let record = CaptureEventDecoder.decode(raw) { seenBySecond.append(record.interface) }
+        for ring in second.eventsMapFDs {
+            try consumer.add(mapFD: ring, name: "second") { raw in
+                if let record = CaptureEventDecoder.decode(raw) { seenBySecond.append(record.interface) }
+            }
         }
         try pair.a.exec("ping", "-c", "2", "-i", "0.2", "10.86.0.2")
         while try consumer.poll(timeoutMs: 100) > 0 {}
@@ -314,5 +321,55 @@ extension CaptureKernelTests {
         let b = CaptureInterfaceID(netnsCookie: pair.b.netnsCookie, ifindex: pair.b.ifindex)
         #expect(seenByFirst.count >= 4 && seenByFirst.allSatisfy { $0 == a })
         #expect(seenBySecond.count >= 4 && seenBySecond.allSatisfy { $0 == b })
+    }
+}
+
+extension CaptureKernelTests {
+    /// Each possible CPU has a ring of its own, and a packet sent from a CPU is recorded in that CPU's
+    /// ring: its egress on the sender and its ingress on the veth peer both run there.
+    @Test func aPacketIsRecordedInTheRingOfTheCPUItCrossed() throws {
+        let cpus = Int(libbpf_num_possible_cpus())
+        let pair = try VethPair.make(thread: thread)
+        defer { pair.delete() }
+        let program = try CaptureProgram(configuration: .init(ringBytes: 1 << 20))
+        defer { program.close() }
+        #expect(program.eventsMapFDs.count == cpus)
+        #expect(Set(program.eventsMapFDs).count == cpus)
+        let table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
+        defer { table.detachAll() }
+        for end in [pair.a, pair.b] {
+            try table.attach(netnsPath: end.netnsPath, netnsCookie: end.netnsCookie, key: end.key, ifname: end.ifname)
+        }
+        var recordsByRing = [Int](repeating: 0, count: cpus)
+        let consumer = RingBufferConsumer()
+        defer { consumer.close() }
+        for (cpu, ring) in program.eventsMapFDs.enumerated() {
+            try consumer.add(mapFD: ring, name: "CPU \(cpu)") { raw in
+                if CaptureEventDecoder.decode(raw) != nil { recordsByRing[cpu] += 1 }
+            }
+        }
+        let onlineCPUs = Set(try String(contentsOfFile: "/sys/devices/system/cpu/online", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines).split(separator: ",").flatMap { range -> [Int] in
+                let bounds = range.split(separator: "-").compactMap { Int($0) }
+                return bounds.count == 2 ? Array(bounds[0]...bounds[1]) : bounds
+            })
+        for cpu in [0, cpus - 1] where onlineCPUs.contains(cpu) {
+            recordsByRing = [Int](repeating: 0, count: cpus)
+            _ = try pair.a.exec("taskset", "-c", "\(cpu)", "ping", "-c", "3", "-i", "0.2", "10.86.0.2")
+            while try consumer.poll(timeoutMs: 100) > 0 {}
+            // 3 requests and 3 replies, each on both ends: all on the pinned CPU.
+            #expect(recordsByRing[cpu] >= 12, "CPU \(cpu): \(recordsByRing)")
+            #expect(recordsByRing.enumerated().allSatisfy { $0.offset == cpu || $0.element == 0 }, "CPU \(cpu): \(recordsByRing)")
+        }
+    }
+
+    @Test func theRingSizeIsSharedOutOverCPUs() {
+        #expect(CaptureProgram.ringBytesPerCPU(total: 64 << 20, cpus: 2, pageSize: 4096) == 32 << 20)
+        #expect(CaptureProgram.ringBytesPerCPU(total: 64 << 20, cpus: 3, pageSize: 4096) == 16 << 20)
+        // Never below 4 MiB a CPU (so 64 CPUs take 256 MiB), unless less was configured in all.
+        #expect(CaptureProgram.ringBytesPerCPU(total: 64 << 20, cpus: 64, pageSize: 4096) == 4 << 20)
+        #expect(CaptureProgram.ringBytesPerCPU(total: 64 << 10, cpus: 64, pageSize: 4096) == 64 << 10)
+        #expect(CaptureProgram.ringBytesPerCPU(total: 4096, cpus: 4, pageSize: 4096) == 4096)
+        #expect(CaptureProgram.ringBytesPerCPU(total: 1 << 30, cpus: 1, pageSize: 4096) == 1 << 30)
     }
 }

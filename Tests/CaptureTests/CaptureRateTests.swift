@@ -1,3 +1,4 @@
+import CLibBPF
 import Attach
 import Discover
 import Foundation
@@ -21,16 +22,18 @@ extension CaptureKernelTests {
         let consumer = RingBufferConsumer()
         var packets = 0, bytes = 0
 
-        init(thread: NetnsThread, logger: Logger) throws {
+        init(thread: NetnsThread, logger: Logger, configuration: CaptureProgram.Configuration = .init()) throws {
             pair = try VethPair.make(thread: thread)
-            program = try CaptureProgram()
+            program = try CaptureProgram(configuration: configuration)
             table = TCAttachmentTable(program: program, netnsThread: thread, logger: logger)
             for end in [pair.a, pair.b] { try table.attach(netnsPath: end.netnsPath, netnsCookie: end.netnsCookie, key: end.key, ifname: end.ifname) }
-            try consumer.add(mapFD: program.eventsMapFD, name: "events") { [unowned self] raw in
-                guard let record = CaptureEventDecoder.decode(raw) else { return }
-                let copy = [UInt8](record.bytes) // what the pipeline does with every packet
-                packets += 1
-                bytes += copy.count
+            for ring in program.eventsMapFDs {
+                try consumer.add(mapFD: ring, name: "events") { [unowned self] raw in
+                    guard let record = CaptureEventDecoder.decode(raw) else { return }
+                    let copy = [UInt8](record.bytes) // what the pipeline does with every packet
+                    packets += 1
+                    bytes += copy.count
+                }
             }
         }
 
@@ -70,10 +73,12 @@ extension CaptureKernelTests {
         #expect(drops == 0)
     }
 
-    /// How fast the consumer alone empties the ring: fill it without reading (20 000 datagrams =
-    /// 40 000 records of ~1 KiB, inside 64 MiB), then time the drain.
+    /// How fast the consumer alone empties the rings: fill them without reading (20 000 datagrams =
+    /// 40 000 records of ~1.5 KiB, which may all come from one CPU, so each CPU's ring gets 64 MiB),
+    /// then time the drain.
     @Test func consumerDrainRate() throws {
-        let rig = try RateRig(thread: thread, logger: logger)
+        let cpus = UInt64(libbpf_num_possible_cpus())
+        let rig = try RateRig(thread: thread, logger: logger, configuration: .init(ringBytes: UInt32(min((64 << 20) * cpus, 1 << 30))))
         defer { rig.close() }
         let sender = try rig.flood(seconds: 1, rate: 20_000)
         sender.waitUntilExit()

@@ -8,11 +8,11 @@ private let eth1 = InterfaceKey(netnsInode: 7, ifindex: 3)
 /// Pushes a packet whose bytes are `label` repeated to `size` bytes, through a view as the pipeline does.
 @discardableResult
 private func push(_ buffer: ReorderBuffer, _ time: UInt64, _ label: UInt8 = 0, size: Int = 100,
-                  on interface: InterfaceKey = eth0) -> ReorderBuffer.PushOutcome {
+                  on interface: InterfaceKey = eth0, stream: Int = 0) -> ReorderBuffer.PushOutcome {
     let bytes = [UInt8](repeating: label, count: size)
     return bytes.withUnsafeBytes {
         buffer.push(PacketView(interface: interface, timestampNs: time, direction: .inbound,
-                               originalLength: UInt32(size + 1), bytes: $0))
+                               originalLength: UInt32(size + 1), bytes: $0), stream: stream)
     }
 }
 
@@ -120,5 +120,21 @@ private func drain(_ buffer: ReorderBuffer, now: UInt64) -> [CapturedPacket] {
         #expect(checked == 10_000 && corrupt == 0)
         // ~330 MB went through; what is held at the end is at most a few 4 MiB chunks.
         #expect(buffer.arenaBytes <= 8 * (4 << 20))
+    }
+}
+
+extension ReorderBufferTests {
+    /// Rings are read one after another, so a whole batch of one CPU's packets arrives before the
+    /// other's that interleave with it in time: release still merges them in time order.
+    @Test func streamsReadOneAfterAnotherAreMergedByTime() {
+        let buffer = ReorderBuffer(windowNs: 100, maxBytes: 1 << 20, streams: 3)
+        let evens = stride(from: UInt64(1_000), to: 1_200, by: 2), odds = stride(from: UInt64(1_001), to: 1_200, by: 2)
+        for time in evens { push(buffer, time, 0, stream: 0) }
+        for time in odds { push(buffer, time, 1, stream: 2) }
+        var released: [UInt64] = []
+        buffer.releaseReady(nowNs: 1_150) { released.append($0.timestampNs) }
+        #expect(released == Array(1_000...1_050))
+        buffer.releaseAll { released.append($0.timestampNs) }
+        #expect(released == Array(1_000..<1_200))
     }
 }

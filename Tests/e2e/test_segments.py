@@ -8,9 +8,10 @@ import glob
 import hashlib
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -262,15 +263,28 @@ def test_head_dsb_in_every_segment_of_a_live_session(replayed_https, https_captu
 # -------------------------------------------------------------------------------------- crash + repair
 
 def read_line(proc, prefix, timeout=20):
+    """The next line of proc's stdout starting with `prefix`. A thread reads the lines: select() on the
+    pipe misses lines that the first readline() already pulled into Python's buffer along with its own."""
+    lines = getattr(proc, "lines", None)
+    if lines is None:
+        lines = proc.lines = queue.Queue()
+
+        def pump():
+            for line in proc.stdout:
+                lines.put(line)
+            lines.put(None)
+        threading.Thread(target=pump, daemon=True).start()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-        if ready:
-            line = proc.stdout.readline()
-            if line.startswith(prefix):
-                return line
-            if not line:
-                break
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.time()))
+        except queue.Empty:
+            break
+        if line is None:
+            lines.put(None)  # stays at end of output for later calls
+            break
+        if line.startswith(prefix):
+            return line
     raise AssertionError(f"no {prefix} line from {proc.args}")
 
 
