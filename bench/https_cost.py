@@ -12,11 +12,15 @@ this load, and keeps nothing on disk.
 With BENCH_BASELINE=/abs/path/other-tlstap a fourth mode, `baseline`, runs that binary the same way in
 the same rounds: a before/after of a change measured side by side rather than across runs.
 
+The mode `busy-loop` is a calibration: no capture at all, just a process spinning 1 ms out of every
+5.5 ms (~0.17 of a core, about what tlstap uses here). What it costs the service is what any watcher
+with that CPU would cost on this machine, whatever it does with the CPU.
+
 usage: https_cost.py /abs/path/tlstap [result.json]"""
 import json
 import os
 
-from benchlib import (foreign_uprobes, sh, BpfStats, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
+from benchlib import (foreign_uprobes, sh, BpfStats, Proc, Sampler, context_switches, TcpdumpZstd, Tlstap, binary_from_argv, emit, interleaved, libraries_summary, log,
                       median, ratio, start_nginx, status_counters, two_namespace_lab, workdir, wrk, isb_drops,
                       segments, segment_bytes)
 
@@ -24,6 +28,11 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 BASELINE = os.environ.get("BENCH_BASELINE")
+BUSY_LOOP = ("import time\n"
+             "while True:\n"
+             "    end = time.perf_counter() + 0.001\n"
+             "    while time.perf_counter() < end: pass\n"
+             "    time.sleep(0.0045)\n")
 
 
 def main():
@@ -38,11 +47,14 @@ def main():
     runs = []
     libraries = None
     tlstap_modes = {"tlstap": binary, **({"baseline": BASELINE} if BASELINE else {})}
-    for r, modes in interleaved(["bare", "tcpdump", *tlstap_modes], ROUNDS):
+    for r, modes in interleaved(["bare", "busy-loop", "tcpdump", *tlstap_modes], ROUNDS):
         for mode in modes:
             run = {"round": r, "mode": mode}
             watcher = None
-            if mode == "tcpdump":
+            if mode == "busy-loop":
+                watcher = Proc(["python3", "-c", BUSY_LOOP])
+                pids = [watcher.pid]
+            elif mode == "tcpdump":
                 watcher = TcpdumpZstd(lab["server_ns"], lab["server_if"], os.path.join(scratch, f"td{r}.pcap.zst"))
                 pids = watcher.pids
             elif mode in tlstap_modes:
@@ -55,6 +67,9 @@ def main():
             run.update(wrk(lab["client_ns"], url, SECONDS, CONNECTIONS))
             if mode in tlstap_modes:
                 run["watcher"] = sampler.stop()
+            if mode == "busy-loop":
+                run["watcher"] = sampler.stop()
+                watcher.stop()
             if mode == "tcpdump":
                 sampler.poll()
                 run["tcpdump"] = watcher.stop()
@@ -77,7 +92,7 @@ def main():
     diagnostics = diagnose(binary, lab, url, scratch) if os.environ.get("BENCH_DIAGNOSE", "1") == "1" else None
 
     summary = {}
-    for mode in ("bare", "tcpdump", *tlstap_modes):
+    for mode in ("bare", "busy-loop", "tcpdump", *tlstap_modes):
         mine = [x for x in runs if x["mode"] == mode]
         summary[mode] = {"rps_median": median([x["rps"] for x in mine]),
                          "p99_ms_median": median([x["p99_ms"] for x in mine])}
@@ -85,7 +100,7 @@ def main():
             summary[mode]["watcher_cpu_share_median"] = median([x["watcher"]["cpu_share"] for x in mine])
             summary[mode]["watcher_rss_mb_max"] = max(x["watcher"]["rss_mb"] for x in mine)
     bare = summary["bare"]
-    for mode in ("tcpdump", *tlstap_modes):
+    for mode in ("busy-loop", "tcpdump", *tlstap_modes):
         summary[mode]["rps_vs_bare"] = ratio(summary[mode]["rps_median"], bare["rps_median"])
         summary[mode]["p99_vs_bare"] = ratio(summary[mode]["p99_ms_median"], bare["p99_ms_median"])
     # Per-round pairing: each tlstap run against the bare run of the same round (robust to drift).
@@ -103,6 +118,7 @@ def main():
           "libraries": libraries, "commands": {
               "server": "nginx worker_processes 1, keep-alive HTTPS, return 200 (29 bytes), TLS 1.3 P-256",
               "load": f"wrk -t1 -c{CONNECTIONS} -d{SECONDS}s --latency {url}",
+              "busy-loop": "python3: spin 1 ms, sleep 4.5 ms, forever (no capture; a CPU calibration)",
               "tcpdump": f"tcpdump -n -i {lab['server_if']} -s 262144 -w - | zstd -3 -q -c > file",
               "tlstap": f"tlstap run --segment-dir DIR --interfaces {lab['server_if']}",
               **({"baseline": f"{BASELINE} run --segment-dir DIR --interfaces {lab['server_if']}"} if BASELINE else {})},

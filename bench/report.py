@@ -71,7 +71,7 @@ def https_section(d):
            "machine — during the run; they slow every libssl user, bare runs included.)", "",
            table(["mode", "median req/s", "median p99 ms", "req/s vs bare", "p99 vs bare"],
                  [[m, round(s[m]["rps_median"]), s[m]["p99_ms_median"], s[m].get("rps_vs_bare"),
-                   s[m].get("p99_vs_bare")] for m in ("bare", "tcpdump", "tlstap", "baseline") if m in s]), "",
+                   s[m].get("p99_vs_bare")] for m in ("bare", "busy-loop", "tcpdump", "tlstap", "baseline") if m in s]), "",
            f"- tlstap/bare per round: {s['tlstap']['rps_vs_bare_per_round']}; tlstap/tcpdump (medians): "
            f"{fmt(s['tlstap_vs_tcpdump_rps'], 3)}"
            + (f"; tlstap/baseline (medians): {fmt(s['tlstap_vs_baseline_rps'], 3)}" if "baseline" in s else ""),
