@@ -180,7 +180,7 @@ final class Pipeline: @unchecked Sendable {
     // MARK: release and housekeeping
 
     private func release(upTo nowWallNs: UInt64) {
-        // Under a flood capture comes first: once the rings fill faster than a slice's yield can wait.
+        // Under a flood capture comes first: no yielding once a poll read more than floodBytesPerPoll.
         let yielding = bytesSinceLastPoll < Self.floodBytesPerPoll
         var sinceYield = 0
         reorder.releaseReady(nowNs: nowWallNs) {

@@ -5,7 +5,7 @@ import TapCore
 /// handshake ends, can be written before the packets they unlock; releases them in time order.
 ///
 /// - A packet is released once its time is ≤ `now − window` (the watermark), oldest first; equal
-///   times keep arrival order.
+///   times keep arrival order within a ring (across rings, the lower CPU's goes first).
 /// - **Late packets are dropped, not written.** Segments promise non-decreasing time order, so a
 ///   packet older than the last one released cannot be placed anymore; it is counted in
 ///   `lateDrops[interface]` (the daemon adds these to `InterfaceCounters.droppedByTapper`).

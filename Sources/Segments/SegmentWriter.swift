@@ -89,9 +89,10 @@ public final class SegmentWriter {
     /// Writes a packet from bytes that live elsewhere (the reorder buffer's arena): the hot path.
     public func write(_ packet: PacketView) {
         advance(watermarkWallNs: packet.timestampNs)
-        let segment = openSegment(at: packet.timestampNs)
+        let segment: OpenSegment
         let interfaceID: UInt32
-        if let last = lastInterface, last.key == packet.interface {
+        if let last = lastInterface, last.key == packet.interface, let open = self.segment {
+            segment = open
             interfaceID = last.id
         } else {
             guard let info = interfaces[packet.interface] else {
@@ -100,6 +101,7 @@ public final class SegmentWriter {
                 }
                 return
             }
+            segment = openSegment(at: packet.timestampNs)
             interfaceID = segment.interfaceID(for: info, snapLength: snapLength)
             lastInterface = (packet.interface, interfaceID)
         }

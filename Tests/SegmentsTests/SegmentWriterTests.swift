@@ -142,4 +142,35 @@ import Testing
         #expect(throws: TimeBound.ParseError.self) { try TimeBound.parse("yesterday", nowNs: t0) }
         #expect(TimeBound.format(t0 + 250_000_000) == "2025-11-25T10:00:00.25Z")
     }
+
+    /// Packets alternate between interfaces and segments (the writer caches the last interface's IDB
+    /// id): each packet names the IDB of its own interface in its own segment, and an interface never
+    /// registered opens no segment and is not written.
+    @Test func packetsAlwaysNameTheirOwnInterfaceAcrossSegments() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let writer = try makeWriter(dir)
+        let stranger = InterfaceInfo(key: InterfaceKey(netnsInode: 9, ifindex: 9), name: "x0", linkType: .ethernet, description: "")
+        writer.write(packet(stranger, t0 + 500))
+        #expect(writer.currentSegmentPath == nil)
+        // The next segment starts with the interface the last one ended with, whose IDB id differs there.
+        let sequence = [(wg0, t0 + 1_000), (eth0, t0 + 2_000), (wg0, t0 + 3_000), (eth0, t0 + 4_000),
+                        (eth0, t0 + 10_000_000_000), (wg0, t0 + 10_000_001_000)]
+        for (index, (interface, time)) in sequence.enumerated() { writer.write(packet(interface, time, UInt8(index))) }
+        writer.close()
+        #expect(writer.statistics.packetsWritten == 6)
+        var names: [String] = []
+        for file in dir.files() {
+            var idbNames: [String] = []
+            for block in try blocks(of: dir.path + "/" + file) {
+                if case .interface(let idb) = block { idbNames.append(idb.name ?? "") }
+                if case .packet(let epb) = block {
+                    names.append("\(Int(epb.interfaceID) < idbNames.count ? idbNames[Int(epb.interfaceID)] : "no IDB"):\(epb.data[0])")
+                }
+            }
+        }
+        #expect(names == ["netns:4026532301/wg0:0", "netns:4026531840/eth0:1", "netns:4026532301/wg0:2",
+                          "netns:4026531840/eth0:3", "netns:4026531840/eth0:4", "netns:4026532301/wg0:5"])
+    }
 }
+
