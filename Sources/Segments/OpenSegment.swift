@@ -4,9 +4,10 @@ import TapCore
 /// Output of the compressor taken for one write: the bytes and what they carry.
 struct PendingOutput {
     var bytes: [UInt8] = []
-    var packets = 0
     /// Packets per IDB id of the segment (an array: this is counted for every packet).
     var packetsByInterfaceID: [UInt64] = []
+
+    var packets: UInt64 { packetsByInterfaceID.reduce(0, +) }
 }
 
 /// One segment while it is written: its file, its zstd frame in progress (one frame per segment:
@@ -58,7 +59,6 @@ final class OpenSegment {
                                          originalLength: packet.originalLength, flags: UInt32(packet.direction.rawValue),
                                          data: data, to: &staged)
         pendingInputBytes += staged.count - before
-        pending.packets += 1
         pending.packetsByInterfaceID[Int(interfaceID)] += 1
         if staged.count >= Self.compressChunkBytes { compressStaged() }
     }

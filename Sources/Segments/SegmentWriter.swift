@@ -146,7 +146,7 @@ public final class SegmentWriter {
             try segment.file.append(output.bytes)
         } catch {
             statistics.writeErrors += 1
-            statistics.packetsDroppedDiskFull += UInt64(output.packets)
+            statistics.packetsDroppedDiskFull += output.packets
             for (key, count) in zip(segment.interfaceKeysByID(), output.packetsByInterfaceID) where count > 0 {
                 droppedByInterface[key, default: 0] += count
             }
@@ -160,7 +160,7 @@ public final class SegmentWriter {
             return false
         }
         statistics.bytesWritten += UInt64(output.bytes.count)
-        statistics.packetsWritten += UInt64(output.packets)
+        statistics.packetsWritten += output.packets
         if let since = failingSince {
             failingSince = nil
             logger.notice("segment writes resumed", metadata: ["segment": "\(segment.file.finalName)",
