@@ -2,14 +2,15 @@
 """Benchmark 1 — what watching costs an HTTPS service.
 
 nginx (1 worker, keep-alive HTTPS, self-signed P-256 cert) in bn-h-srv, wrk (1 thread) in bn-h-cli.
-Three modes, interleaved A B C / C B A for BENCH_ROUNDS rounds of BENCH_SECONDS each:
-  bare     nothing watching
-  tcpdump  tcpdump -i bnhs -w - | zstd -3 > file   (in the server namespace)
-  tlstap   tlstap run --interfaces bnhs             (capture + whatever key capture the binary has)
+Four modes, interleaved A B C D / D C B A for BENCH_ROUNDS rounds of BENCH_SECONDS each:
+  bare       nothing watching
+  busy-loop  a process spinning ~0.17 of a core, capturing nothing (a calibration, below)
+  tcpdump    tcpdump -i bnhs -w - | zstd -3 > file   (in the server namespace)
+  tlstap     tlstap run --interfaces bnhs             (capture + whatever key capture the binary has)
 Reports requests/s and p99 per run, medians, and ratios to bare. Also the CPU/RSS of the watcher under
 this load, and keeps nothing on disk.
 
-With BENCH_BASELINE=/abs/path/other-tlstap a fourth mode, `baseline`, runs that binary the same way in
+With BENCH_BASELINE=/abs/path/other-tlstap a fifth mode, `baseline`, runs that binary the same way in
 the same rounds: a before/after of a change measured side by side rather than across runs.
 
 The mode `busy-loop` is a calibration: no capture at all, just a process spinning 1 ms out of every
@@ -65,10 +66,9 @@ def main():
             sampler = Sampler(pids).start() if watcher else None
             run["foreign_uprobes"] = foreign_uprobes(watcher.pid if mode in tlstap_modes else None)
             run.update(wrk(lab["client_ns"], url, SECONDS, CONNECTIONS))
-            if mode in tlstap_modes:
+            if mode in tlstap_modes or mode == "busy-loop":
                 run["watcher"] = sampler.stop()
             if mode == "busy-loop":
-                run["watcher"] = sampler.stop()
                 watcher.stop()
             if mode == "tcpdump":
                 sampler.poll()
