@@ -145,11 +145,7 @@ extension DiscoverTests {
         process.arguments = ["-n", "sleep", "10"]
         try process.run()
         let pid = process.processIdentifier
-        var inode = discovery.hostInode
-        for _ in 0..<1000 where inode == discovery.hostInode {
-            inode = NamespaceScan.netnsInode(pid: pid) ?? discovery.hostInode
-            usleep(1000)
-        }
+        let inode = unsharedNetnsInode(pid: pid, hostInode: discovery.hostInode)
         #expect(log.wait { $0.addedNamespace?.inode == inode ? true : nil } != nil)
         sh("mount --bind /proc/\(pid)/ns/net \(mountPoint)")
         // Found through the process first, then renamed after the mount.
@@ -209,11 +205,7 @@ extension DiscoverTests {
         try process.run()
         let pid = process.processIdentifier
         // The namespace exists once unshare(2) ran; events are kept, so finding it late is fine.
-        var inode = discovery.hostInode
-        for _ in 0..<1000 where inode == discovery.hostInode {
-            inode = NamespaceScan.netnsInode(pid: pid) ?? discovery.hostInode
-            usleep(1000)
-        }
+        let inode = unsharedNetnsInode(pid: pid, hostInode: discovery.hostInode)
         let added = try #require(log.wait { $0.addedNamespace.flatMap { $0.inode == inode ? $0 : nil } },
                                  "namespaces seen: \(discovery.snapshot().namespaces.map(\.origin))")
         // Seen at the exec of sleep, or already at unshare's own fork/exec if the event was read late;
@@ -296,4 +288,15 @@ extension DiscoverTests {
         #expect(events.contains { $0.removedNamespace == inode })
     }
 }
+}
+
+/// The network namespace of `pid` once it has left the host's (unshare -n runs unshare(2) right after
+/// exec), polled for up to a second; the host's inode if it never does.
+private func unsharedNetnsInode(pid: Int32, hostInode: UInt64) -> UInt64 {
+    var inode = hostInode
+    for _ in 0..<1000 where inode == hostInode {
+        inode = NamespaceScan.netnsInode(pid: pid) ?? hostInode
+        usleep(1000)
+    }
+    return inode
 }

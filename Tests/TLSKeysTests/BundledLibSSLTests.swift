@@ -112,10 +112,7 @@ extension TLSKeysTests {
             input.fileHandleForWriting.write(Data("go\n".utf8))
             process.waitUntilExit()
             #expect(process.terminationStatus == 0)
-            let truth = try Fixture.keyLog(at: keyLog)
-            #expect(truth.count == 6)
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) from the wheel's libssl") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: 6, client: "the wheel's libssl")
             #expect(tap.undecodable == 0)
         }
 
@@ -157,10 +154,7 @@ extension TLSKeysTests {
             input.fileHandleForWriting.write(Data("go\n".utf8))
             process.waitUntilExit()
             #expect(process.terminationStatus == 0)
-            let truth = try Fixture.keyLog(at: keyLog)
-            #expect(truth.count == 6)
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) from the namespaced libssl") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: 6, client: "the namespaced libssl")
         }
 
         /// Where nss_keylog_int is inlined, a version without a layout row is refused, naming the version.

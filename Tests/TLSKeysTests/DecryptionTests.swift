@@ -27,13 +27,7 @@ extension TLSKeysTests {
             defer { Fixture.stop(server) }
 
             let pcap = directory.appending(path: "traffic.pcap").path
-            let tcpdump = Process()
-            tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/tcpdump")
-            // -U: each packet is written at once, so stopping it with SIGKILL loses nothing.
-            tcpdump.arguments = ["-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp", "port", "\(Self.port)"]
-            tcpdump.standardError = FileHandle.nullDevice
-            try tcpdump.run()
-            usleep(700_000)
+            let tcpdump = try Fixture.startTcpdump(port: Self.port, writingTo: pcap)
 
             let clients: [(name: String, command: [String])] = [
                 ("curl-tls13", ["curl", "-sk", "--tlsv1.3", "-o", "/dev/null", "https://127.0.0.1:\(Self.port)/tls13-curl"]),

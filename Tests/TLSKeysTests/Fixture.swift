@@ -3,6 +3,7 @@ import CLibBPF
 import Discover
 import Foundation
 import Logging
+import RingBuffer
 import TapCore
 
 import Testing
@@ -95,6 +96,18 @@ enum Fixture {
         process.waitUntilExit()
     }
 
+    /// tcpdump on lo for one TCP port, writing `pcap`; -U writes each packet at once, so `stop` (SIGKILL)
+    /// loses nothing. Waits until it is listening.
+    static func startTcpdump(port: Int, writingTo pcap: String) throws -> Process {
+        let tcpdump = Process()
+        tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/tcpdump")
+        tcpdump.arguments = ["-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp", "port", "\(port)"]
+        tcpdump.standardError = FileHandle.nullDevice
+        try tcpdump.run()
+        usleep(700_000)
+        return tcpdump
+    }
+
     static func keyLog(at path: String) throws -> [KeyLogLine] {
         KeyLogLine.parse(try String(contentsOfFile: path, encoding: .utf8))
     }
@@ -105,35 +118,27 @@ struct FixtureError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Scanner + loader + a private libbpf ring buffer consumer, as the daemon will wire them.
+/// Scanner + loader + the project's ring buffer consumer, as the daemon wires them.
 final class KeyTap {
     let scanner = LibSSLScanner(logger: Fixture.logger)
     let loader: TLSKeysLoader
-    private var ring: OpaquePointer?
-    private let collected = Collected()
-
-    final class Collected {
-        var events: [TLSKeyEvent] = []
-        var undecodable = 0
-    }
+    private let ring = RingBufferConsumer()
+    private(set) var events: [TLSKeyEvent] = []
+    private(set) var undecodable = 0
 
     init() throws {
         loader = try TLSKeysLoader(logger: Fixture.logger)
-        let context = Unmanaged.passUnretained(collected).toOpaque()
-        ring = ring_buffer__new(loader.eventsMapFD, { context, data, size in
-            let collected = Unmanaged<KeyTap.Collected>.fromOpaque(context!).takeUnretainedValue()
-            if let event = TLSKeyEvent.decode(UnsafeRawBufferPointer(start: data, count: size)) {
-                collected.events.append(event)
+        try ring.add(mapFD: loader.eventsMapFD, name: "tls key events") { [unowned self] raw in
+            if let event = TLSKeyEvent.decode(raw) {
+                events.append(event)
             } else {
-                collected.undecodable += 1
+                undecodable += 1
             }
-            return 0
-        }, context, nil)
-        guard ring != nil else { throw FixtureError("ring_buffer__new failed: errno \(errno)") }
+        }
     }
 
     deinit {
-        ring_buffer__free(ring)
+        ring.close()
         loader.close()
     }
 
@@ -147,22 +152,31 @@ final class KeyTap {
         }
     }
 
-    var events: [TLSKeyEvent] { collected.events }
-    var undecodable: Int { collected.undecodable }
-
     /// Consumes what is in the ring for about `milliseconds`.
     func drain(milliseconds: Int32) {
-        ring_buffer__poll(ring, milliseconds)
+        _ = try? ring.poll(timeoutMs: milliseconds)
     }
 
     /// Polls until every line of `expected` has arrived or `timeout` passes; returns the lines seen.
     func waitFor(_ expected: [KeyLogLine], timeout: TimeInterval = 3) -> Set<KeyLogLine> {
         let deadline = Date().addingTimeInterval(timeout)
         repeat {
-            ring_buffer__poll(ring, 50)
-            let seen = Set(collected.events.map(\.line))
+            drain(milliseconds: 50)
+            let seen = Set(events.map(\.line))
             if expected.allSatisfy(seen.contains) { return seen }
         } while Date() < deadline
-        return Set(collected.events.map(\.line))
+        return Set(events.map(\.line))
+    }
+
+    /// The client's own key log at `path` has `count` lines, and every one of them arrived from the
+    /// uprobes; `client` names it in failures.
+    func expectSecrets(ofKeyLog path: String, count: Int, client: String,
+                       sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let truth = try Fixture.keyLog(at: path)
+        #expect(truth.count == count, "\(client): its key log has \(truth.count) lines", sourceLocation: sourceLocation)
+        let seen = waitFor(truth)
+        for line in truth {
+            #expect(seen.contains(line), "missing \(line.label) of \(client)", sourceLocation: sourceLocation)
+        }
     }
 }

@@ -30,12 +30,7 @@ extension TLSKeysTests {
             #expect(attached.contains { $0.displayPath.hasSuffix("libssl.so.3") && $0.state == .attached })
 
             let pcap = directory.appending(path: "pg.pcap").path
-            let tcpdump = Process()
-            tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/tcpdump")
-            tcpdump.arguments = ["-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp", "port", "\(Self.port)"]
-            tcpdump.standardError = FileHandle.nullDevice
-            try tcpdump.run()
-            usleep(700_000)
+            let tcpdump = try Fixture.startTcpdump(port: Self.port, writingTo: pcap)
             let answer = try Fixture.run(["psql", "host=127.0.0.1 port=\(Self.port) user=postgres dbname=postgres sslmode=require",
                                           "-Atc", "select 4242 + 1 as tlstap_marker"])
             #expect(answer.contains("4243"))

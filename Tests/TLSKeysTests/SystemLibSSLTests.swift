@@ -61,11 +61,8 @@ extension TLSKeysTests {
             let keyLog = directory.appending(path: "curl-\(UUID().uuidString.prefix(6)).keys").path
             try Fixture.run(["curl", "-sk", "-o", "/dev/null"] + options + ["https://127.0.0.1:\(Fixture.serverPortTLS13)/"],
                             environment: ["SSLKEYLOGFILE": keyLog])
-            let truth = try Fixture.keyLog(at: keyLog)
-            let tls13 = options.contains("--tlsv1.3")
-            #expect(truth.count == (tls13 ? 5 : 1))
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) of curl \(options.joined(separator: " "))") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: options.contains("--tlsv1.3") ? 5 : 1,
+                                  client: "curl \(options.joined(separator: " "))")
             #expect(tap.undecodable == 0)
         }
 
@@ -80,10 +77,7 @@ extension TLSKeysTests {
             let keyLog = directory.appending(path: "resume-\(UUID().uuidString.prefix(6)).keys").path
             let url = "https://127.0.0.1:\(Fixture.serverPortTLS13)/"
             try Fixture.run(["curl", "-sk", "-o", "/dev/null", "-o", "/dev/null"] + options + [url, url], environment: ["SSLKEYLOGFILE": keyLog])
-            let truth = try Fixture.keyLog(at: keyLog)
-            #expect(truth.count == lines)
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) of a resumed session") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: lines, client: "a resumed session")
         }
 
         @Test func pythonSSLSecretsMatchItsKeyLog() throws {
@@ -106,10 +100,7 @@ extension TLSKeysTests {
                             while tls.recv(65536): pass
                 """
             try Fixture.run(["python3", "-c", script, keyLog])
-            let truth = try Fixture.keyLog(at: keyLog)
-            #expect(truth.count == 6)
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) of python ssl") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: 6, client: "python ssl")
         }
 
         /// A burst of new connections (both ends on the uprobed libssl, ~10 secrets per connection):
@@ -154,10 +145,7 @@ extension TLSKeysTests {
                 get('TLSv1.3').then(() => get('TLSv1.2')).then(() => process.exit(0), e => { console.error(e); process.exit(1); });
                 """
             try Fixture.run(["node", "--tls-keylog=\(keyLog)", "-e", script])
-            let truth = try Fixture.keyLog(at: keyLog)
-            #expect(truth.count == 6)
-            let seen = tap.waitFor(truth)
-            for line in truth { #expect(seen.contains(line), "missing \(line.label) of node https") }
+            try tap.expectSecrets(ofKeyLog: keyLog, count: 6, client: "node https")
         }
     }
 }
