@@ -166,13 +166,7 @@ public final class CaptureProgram: @unchecked Sendable {
     /// open → configure → load of one object, its maps made or shared as `maps` says.
     private static func load(configuration: Configuration, netnsCookie: UInt64, maps: MapSource,
                              ringBytesEach: UInt32) throws(SystemError) -> OpaquePointer {
-        let bytes = EmbeddedBPF.capture.objectBytes
-        let opened: OpaquePointer? = "tlstap_capture".withCString { name in
-            var opts = tlstap_object_open_opts(name)
-            return bytes.withUnsafeBytes { bpf_object__open_mem($0.baseAddress, $0.count, &opts) }
-        }
-        // libbpf 1.x returns NULL and sets errno on failure.
-        guard let opened else { throw SystemError("open the embedded capture BPF object", errno: errno) }
+        let opened = try EmbeddedBPF.capture.open()
         do throws(SystemError) {
             try setReadOnly("cfg_snaplen", to: configuration.snaplen, in: opened)
             try setReadOnly("cfg_netns_cookie", to: netnsCookie, in: opened)

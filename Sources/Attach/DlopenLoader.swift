@@ -17,12 +17,7 @@ public final class DlopenLoader {
     public let loadsMapFD: Int32
 
     public init() throws(SystemError) {
-        let bytes = EmbeddedBPF.dlopen.objectBytes
-        let opened: OpaquePointer? = "tlstap_dlopen".withCString { name in
-            var opts = tlstap_object_open_opts(name)
-            return bytes.withUnsafeBytes { bpf_object__open_mem($0.baseAddress, $0.count, &opts) }
-        }
-        guard let opened else { throw SystemError("open the embedded dlopen BPF object", errno: errno) }
+        let opened = try EmbeddedBPF.dlopen.open()
         do throws(SystemError) {
             try libbpfCall("load the dlopen BPF object") { bpf_object__load(opened) }
             guard let program = bpf_object__find_program_by_name(opened, "tlstap_dlopen_return") else {

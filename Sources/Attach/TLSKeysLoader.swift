@@ -36,7 +36,6 @@ import TapCore
 /// (links first); `deinit` calls it if the owner did not.
 public final class TLSKeysLoader {
     private var object: OpaquePointer?
-    private var objectBytes: UnsafeMutableRawBufferPointer?
     private let nssKeylogProgram: OpaquePointer
     private let logSecretProgram: OpaquePointer
     private var links: [LibSSLTarget.FileID: OpaquePointer] = [:]
@@ -48,17 +47,9 @@ public final class TLSKeysLoader {
 
     public init(logger: Logger) throws(SystemError) {
         self.logger = logger
-        let bytes = EmbeddedBPF.tlskeys.objectBytes
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 16)
-        buffer.copyBytes(from: bytes)
-        guard let opened = bpf_object__open_mem(buffer.baseAddress, bytes.count, nil) else {
-            let code = errno
-            buffer.deallocate()
-            throw SystemError("open BPF object tlskeys", errno: code)
-        }
+        let opened = try EmbeddedBPF.tlskeys.open()
         func fail(_ operation: String, _ code: Int32) -> SystemError {
             bpf_object__close(opened)
-            buffer.deallocate()
             return SystemError(operation, errno: code)
         }
         let loaded = bpf_object__load(opened)
@@ -71,7 +62,6 @@ public final class TLSKeysLoader {
         let drops = bpf_object__find_map_fd_by_name(opened, "drops")
         guard events >= 0, drops >= 0 else { throw fail("find maps events/drops in BPF object tlskeys", ENOENT) }
         object = opened
-        objectBytes = buffer
         nssKeylogProgram = nss
         logSecretProgram = logSecret
         eventsMapFD = events
@@ -141,7 +131,5 @@ public final class TLSKeysLoader {
         links.removeAll()
         if let object { bpf_object__close(object) }
         object = nil
-        objectBytes?.deallocate()
-        objectBytes = nil
     }
 }
